@@ -1,0 +1,3 @@
+"""vocoflow: flow-based neural vocoders with exact likelihoods."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""Command-line interface (``vocoflow ...``)."""
+
+from .main import CLIError, main
+
+__all__ = ["main", "CLIError"]

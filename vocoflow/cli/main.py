@@ -1,0 +1,66 @@
+"""The ``vocoflow`` command: one sub-command per module in :mod:`vocoflow.cli`.
+
+Each command module defines ``register(subparsers)`` which adds its parser and sets
+``func=callable(args) -> int`` as the default. Commands return an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Modules (under vocoflow.cli) that provide commands. A module that fails to import because an
+# optional part is missing does not break the other commands.
+COMMAND_MODULES = [
+    "vocoflow.cli.demo",
+    "vocoflow.cli.data",
+    "vocoflow.cli.bench",
+]
+
+
+class CLIError(Exception):
+    """An error meant for the user: printed without a traceback, exit status 1 (or ``code``)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vocoflow", description="Flow-based neural vocoders: recipes, vocoding, benchmarks."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:  # a command module not written yet
+            if e.name == name:
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as e:
+        print(f"vocoflow {args.command}: error: {e}", file=sys.stderr)
+        return e.code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The bijector core: invertible layers shared by every vocoflow model.
+
+Contract (see :class:`Bijector`): ``forward(x, cond=None) -> (z, logdet)`` maps data to latent
+with ``logdet = log|det dz/dx|`` per batch item; ``inverse(z, cond=None) -> (x, logdet)`` maps
+back with ``log|det dx/dz|``.
+"""
+
+from .autoregressive import IAF
+from .base import Bijector, Inverse, NonConvergenceError, Sequential, sum_except_batch
+from .conditioners import CausalConvNet, ConvNet
+from .coupling import AdditiveCoupling, AffineCoupling, Coupling, MixLogisticCoupling
+from .distributions import Logistic, Normal
+from .elementwise import AffineMap, ElementwiseMap, MixLogisticMap, ShiftMap, make_map
+from .flow import Flow
+from .linear import Invertible1x1Conv, Reverse, Shuffle
+from .normalization import ActNorm, Scale
+from .reshape import Split, Squeeze
+
+try:  # written in its own module; optional until present
+    from .residual import ResidualBlock
+except ImportError:  # pragma: no cover
+    ResidualBlock = None
+
+__all__ = [
+    "Bijector", "Sequential", "Inverse", "NonConvergenceError", "sum_except_batch",
+    "AdditiveCoupling", "AffineCoupling", "MixLogisticCoupling", "Coupling",
+    "ShiftMap", "AffineMap", "MixLogisticMap", "ElementwiseMap", "make_map",
+    "Invertible1x1Conv", "Reverse", "Shuffle", "ActNorm", "Scale", "Squeeze", "Split",
+    "ResidualBlock", "IAF", "ConvNet", "CausalConvNet", "Normal", "Logistic", "Flow",
+]

@@ -1,0 +1,1 @@
+"""Training: the Accelerate trainer, objectives, and the toy demo."""

@@ -1,0 +1,120 @@
+"""``vocoflow evaluate``: objective metrics of generated audio against references."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .main import CLIError
+
+
+def register(sub):
+    p = sub.add_parser(
+        "evaluate",
+        help="PESQ, MCD, log-mel distance, F0 RMSE, V/UV error (and NLL) against references",
+        description="Score generated audio against reference audio. Each --gen NAME=DIR is a "
+                    "system whose DIR holds <utt>.wav files; references come from a Kaldi "
+                    "wav.scp, a data dir, or a directory of <utt>.wav. Writes results.md, "
+                    "results.json and spectrogram PNGs to --out-dir.")
+    p.add_argument("--ref", required=True, help="reference: data dir, wav.scp, or wav directory")
+    p.add_argument("--gen", action="append", default=[], metavar="NAME=DIR",
+                   help="a system to score (repeatable)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--sample-rate", type=int, default=None,
+                   help="rate to compare at (default: from --feature-config, else 16000)")
+    p.add_argument("--feature-config", help="MelConfig YAML (or a model dir) for the "
+                                            "Griffin-Lim baseline")
+    p.add_argument("--feature-preset", help="MelConfig preset name for the Griffin-Lim baseline")
+    p.add_argument("--griffin-lim", action="store_true",
+                   help="add a Griffin-Lim baseline synthesised from the references' mels")
+    p.add_argument("--metrics", default="pesq,mcd,lmd,f0",
+                   help="comma-separated subset of pesq,mcd,lmd,f0")
+    p.add_argument("--nll", action="append", default=[], metavar="NAME=MODEL_DIR",
+                   help="held-out NLL of a flow vocoder on --nll-dump (repeatable)")
+    p.add_argument("--nll-dump", help="dump dir (features as the model expects) for --nll")
+    p.add_argument("--n-jobs", type=int, default=1)
+    p.add_argument("--plots", type=int, default=3, help="spectrogram figures to draw")
+    p.set_defaults(func=run)
+
+
+def _wav_map(spec: str) -> dict:
+    path = Path(spec)
+    if path.is_dir() and (path / "wav.scp").is_file():
+        path = path / "wav.scp"
+    if path.is_file():
+        out = {}
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split(maxsplit=1)
+            if len(parts) != 2:
+                raise CLIError(f"{path}:{n}: expected '<utt-id> <wav path>'")
+            if parts[1].rstrip().endswith("|"):
+                raise CLIError(f"{path}:{n}: piped wav.scp entries are not supported here; "
+                               "run `vocoflow preprocess` and use the dump's wav files")
+            out[parts[0]] = parts[1].strip()
+        return out
+    if path.is_dir():
+        return {p.stem: str(p) for p in sorted(path.glob("*.wav"))}
+    raise CLIError(f"{spec}: not a data dir, wav.scp or directory of wav files")
+
+
+def _feature_config(args):
+    from vocoflow.audio import MelConfig, get_preset
+
+    if args.feature_preset:
+        return get_preset(args.feature_preset)
+    if args.feature_config:
+        p = Path(args.feature_config)
+        if p.is_dir():
+            import yaml
+
+            cfg = yaml.safe_load((p / "config.yaml").read_text())
+            return MelConfig.from_dict(cfg["features"])
+        return MelConfig.load(p)
+    return None
+
+
+def run(args) -> int:
+    from vocoflow.eval.report import evaluate_systems
+
+    refs = _wav_map(args.ref)
+    if not refs:
+        raise CLIError(f"{args.ref}: no reference utterances")
+    systems = {}
+    for spec in args.gen:
+        if "=" not in spec:
+            raise CLIError(f"--gen {spec}: expected NAME=DIR")
+        name, d = spec.split("=", 1)
+        systems[name] = _wav_map(d)
+    feat = _feature_config(args)
+    if args.griffin_lim and feat is None:
+        raise CLIError("--griffin-lim needs --feature-config or --feature-preset")
+    sr = args.sample_rate or (feat.sample_rate if feat else 16000)
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    unknown = set(metrics) - {"pesq", "mcd", "lmd", "f0"}
+    if unknown:
+        raise CLIError(f"unknown metrics {sorted(unknown)}")
+    extra = {}
+    if args.nll:
+        if not args.nll_dump:
+            raise CLIError("--nll needs --nll-dump")
+        from vocoflow.eval.nll import heldout_nll
+
+        for spec in args.nll:
+            name, model_dir = spec.split("=", 1) if "=" in spec else (spec, spec)
+            extra.setdefault(name, {})["nll"] = heldout_nll(model_dir, args.nll_dump)
+    if not systems and not args.griffin_lim:
+        raise CLIError("nothing to evaluate: give --gen NAME=DIR and/or --griffin-lim")
+    report = evaluate_systems(refs, systems, sr, args.out_dir,
+                              griffin_lim=feat if args.griffin_lim else None, metrics=metrics,
+                              n_jobs=args.n_jobs, n_plots=args.plots, extra=extra or None)
+    print(Path(args.out_dir, "results.md").read_text())
+    scored = sum(len(v) for v in report.per_utt.values())
+    if report.failures:
+        print(f"{len(report.failures)} utterance(s) could not be scored; see "
+              f"{os.path.join(args.out_dir, 'results.md')}")
+    if scored == 0:
+        raise CLIError("no utterance could be scored")
+    return 0

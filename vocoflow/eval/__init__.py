@@ -1,0 +1,9 @@
+"""Evaluation: objective metrics of generated speech and reports."""
+
+from .metrics import (
+    align_lengths, f0_metrics, log_mel_distance, mel_cepstral_distortion, pesq_wb,
+    evaluate_pair,
+)
+
+__all__ = ["align_lengths", "f0_metrics", "log_mel_distance", "mel_cepstral_distortion",
+           "pesq_wb", "evaluate_pair"]

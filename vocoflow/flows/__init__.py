@@ -14,17 +14,14 @@ from .elementwise import AffineMap, ElementwiseMap, MixLogisticMap, ShiftMap, ma
 from .flow import Flow
 from .linear import Invertible1x1Conv, Reverse, Shuffle
 from .normalization import ActNorm, Scale
+from .lipschitz import LipSwish, SpectralNormLayer
 from .reshape import Split, Squeeze
-
-try:  # written in its own module; optional until present
-    from .residual import ResidualBlock
-except ImportError:  # pragma: no cover
-    ResidualBlock = None
+from .residual import ResidualBlock
 
 __all__ = [
     "Bijector", "Sequential", "Inverse", "NonConvergenceError", "sum_except_batch",
     "AdditiveCoupling", "AffineCoupling", "MixLogisticCoupling", "Coupling",
     "ShiftMap", "AffineMap", "MixLogisticMap", "ElementwiseMap", "make_map",
     "Invertible1x1Conv", "Reverse", "Shuffle", "ActNorm", "Scale", "Squeeze", "Split",
-    "ResidualBlock", "IAF", "ConvNet", "CausalConvNet", "Normal", "Logistic", "Flow",
+    "ResidualBlock", "SpectralNormLayer", "LipSwish", "IAF", "ConvNet", "CausalConvNet", "Normal", "Logistic", "Flow",
 ]

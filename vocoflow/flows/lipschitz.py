@@ -1,0 +1,299 @@
+"""Lipschitz-constrained layers for invertible residual blocks.
+
+* :class:`SpectralNormLayer`: a linear / conv1d / conv2d layer whose weight is rescaled so that
+  its operator norm (Lipschitz constant) is at most ``coeff`` (see :mod:`vocoflow.flows.residual`
+  for how convolutions are bounded through their frequency response);
+* :class:`LipSwish`: the 1-Lipschitz activation of Residual Flows (Chen et al., 2019).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["SpectralNormLayer", "LipSwish"]
+
+_MATERIALIZE_LIMIT = 1 << 22  # complex entries of W(w) held at once during power iteration
+
+
+# ----------------------------------------------------------------------------------------------
+# Spectral normalisation
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _frequency_grid(kernel_size: int, ndim: int, oversample: int = 1) -> tuple[torch.Tensor, float]:
+    """Phase arguments ``w . j`` on a frequency grid, and the grid's Bernstein slack ``eps``.
+
+    Returns ``(phase, eps)`` with ``phase`` of shape ``(n_freq, kernel_size ** ndim)`` (float64;
+    taps in the row-major order of ``weight.reshape(out, in, -1)``, offsets centred on 0) and
+    ``eps`` such that ``sup_w ||W(w)|| <= max_grid ||W(w)|| / (1 - eps)``.
+
+    Axis 0 covers ``[0, pi]`` (a real kernel has ``W(-w) = conj(W(w))``, same singular values),
+    the other axes the full circle. Grid spacing per axis is ``pi / (16 n oversample)``, so the
+    largest distance to a grid point is ``delta = pi / (32 n oversample)`` per axis.
+    """
+    n = (kernel_size - 1) // 2
+    spacing = math.pi / (16 * n * oversample)
+    axes = [torch.linspace(0.0, math.pi, 16 * n * oversample + 1, dtype=torch.float64)]
+    for _ in range(ndim - 1):
+        m = 32 * n * oversample
+        axes.append(-math.pi + spacing * torch.arange(m, dtype=torch.float64))
+    freqs = torch.cartesian_prod(*axes).reshape(-1, ndim)
+    offsets = torch.tensor(
+        list(itertools.product(range(-n, n + 1), repeat=ndim)), dtype=torch.float64
+    ).reshape(-1, ndim)
+    eps = (ndim * n * spacing / 2) ** 2 / 2
+    return freqs @ offsets.T, eps
+
+
+def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
+def _normalize(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Unit-normalise the rows of ``new``; keep ``old`` where ``new`` is (numerically) zero."""
+    norm = torch.linalg.vector_norm(new, dim=-1, keepdim=True)
+    tiny = torch.finfo(norm.dtype).tiny ** 0.5
+    return torch.where(norm > tiny, new / norm.clamp_min(tiny), old)
+
+
+class SpectralNormLayer(nn.Module):
+    """Linear (``ndim=0``), conv1d or conv2d layer with Lipschitz constant at most ``coeff``.
+
+    The weight used is ``W * min(1, coeff / sigma)`` where ``sigma`` estimates the layer's
+    operator norm by power iteration (Miyato et al., 2018, "Spectral Normalization for GANs";
+    i-ResNet, Behrmann et al., 2019). It only shrinks the weight when ``sigma > coeff``. For
+    linear layers and 1x1 convolutions ``sigma`` is the largest singular value of the weight
+    matrix. For wider convolutions ``conv_norm="frequency"`` (default) bounds the true operator
+    norm through the kernel's frequency response (see the module docstring);
+    ``conv_norm="reshape"`` is i-ResNet's fast approximation on the ``(out, in*k)`` matrix.
+
+    The power-iteration vectors are buffers (saved in ``state_dict``). They are updated by
+    ``n_power_iterations`` warm-started steps at the start of every call in training mode, and
+    iterated to convergence when the layer leaves training mode (``.eval()``); eval-mode calls
+    never update them, so they are deterministic.
+
+    >>> import torch
+    >>> layer = SpectralNormLayer(3, 8, kernel_size=3, ndim=1, coeff=0.9)
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.mul_(10.0)
+    >>> layer.refresh(100)
+    >>> layer(torch.randn(2, 3, 7)).shape
+    torch.Size([2, 8, 7])
+    >>> layer.operator_norm_bound() < 0.9 + 1e-4
+    True
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        ndim: int = 1,
+        coeff: float = 0.97,
+        bias: bool = True,
+        n_power_iterations: int = 5,
+        conv_norm: str = "frequency",
+        n_init_iterations: int = 50,
+    ):
+        super().__init__()
+        if ndim not in (0, 1, 2):
+            raise ValueError(f"ndim must be 0 (linear), 1 (conv1d) or 2 (conv2d), got {ndim}")
+        if ndim == 0:
+            kernel_size = 1
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive ('same' padding), got {kernel_size}")
+        if not 0.0 < coeff:
+            raise ValueError(f"coeff must be positive, got {coeff}")
+        if conv_norm not in ("frequency", "reshape"):
+            raise ValueError(f"conv_norm must be 'frequency' or 'reshape', got {conv_norm!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.ndim, self.coeff = kernel_size, ndim, float(coeff)
+        self.n_power_iterations = int(n_power_iterations)
+        self.conv_norm = conv_norm
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *([kernel_size] * ndim)))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+        n_taps = kernel_size**ndim
+        self._matrix = n_taps == 1 or conv_norm == "reshape"
+        if self._matrix:
+            n_freq, in_eff, self._eps = 1, in_channels * n_taps, 0.0
+        else:
+            phase, self._eps = _frequency_grid(kernel_size, ndim)
+            n_freq, in_eff = phase.shape[0], in_channels
+        u = torch.view_as_complex(torch.randn(n_freq, out_channels, 2))
+        v = torch.view_as_complex(torch.randn(n_freq, in_eff, 2))
+        self.register_buffer("u", torch.view_as_real(_normalize(u, u)).contiguous())
+        self.register_buffer("v", torch.view_as_real(_normalize(v, v)).contiguous())
+        self.register_buffer("index", torch.zeros((), dtype=torch.long))
+        self.refresh(n_init_iterations)
+
+    def reset_parameters(self) -> None:
+        """The default initialisation of ``nn.Linear`` / ``nn.Conv*``."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.weight[0].numel())
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    # -- the operator W(w): taps (out, in_eff, K) and phases (F, K) ---------------------------
+    def _operator(self, weight: torch.Tensor, oversample: int = 1, matrix: bool | None = None):
+        matrix = self._matrix if matrix is None else matrix
+        cdtype = _complex_dtype(weight.dtype)
+        out = weight.shape[0]
+        if matrix:
+            taps = weight.reshape(out, -1, 1).to(cdtype)
+            phase = torch.ones(1, 1, dtype=cdtype, device=weight.device)
+            return taps, phase, 0.0
+        taps = weight.reshape(out, self.in_channels, -1).to(cdtype)
+        arg, eps = _frequency_grid(self.kernel_size, self.ndim, oversample)
+        phase = torch.polar(torch.ones_like(arg), -arg).to(device=weight.device, dtype=cdtype)
+        return taps, phase, eps
+
+    @staticmethod
+    def _matvec(taps, phase, v):  # W(w_f) v_f for every f: (F, in) -> (F, out)
+        return torch.einsum("fok,fk->fo", torch.einsum("oik,fi->fok", taps, v), phase)
+
+    @staticmethod
+    def _rmatvec(taps, phase, u):  # W(w_f)^H u_f: (F, out) -> (F, in)
+        return torch.einsum("fik,fk->fi", torch.einsum("oik,fo->fik", taps, u), phase.conj())
+
+    @torch.no_grad()
+    def refresh(self, n_iterations: int | None = None, rtol: float | None = None) -> None:
+        """Run power iterations (default ``n_power_iterations``) and store the vectors.
+
+        With ``rtol``, stop early once the estimate of ``sigma`` changes by less than ``rtol``
+        (relative). Also records the frequency where the estimate peaks (buffer ``index``), the
+        only one :meth:`sigma` evaluates. Call it with a large count after editing the weight.
+        """
+        n = self.n_power_iterations if n_iterations is None else int(n_iterations)
+        if n <= 0:
+            return
+        taps, phase, _ = self._operator(self.weight.detach())
+        u = torch.view_as_complex(self.u).to(taps.dtype)
+        v = torch.view_as_complex(self.v).to(taps.dtype)
+        n_freq, (n_out, n_in, n_taps) = phase.shape[0], taps.shape
+        if n_freq * n_out * n_in <= _MATERIALIZE_LIMIT:  # W(w_f) as matrices: K times cheaper
+            mats = torch.einsum("oik,fk->foi", taps, phase)
+            mats_h = mats.transpose(1, 2).conj()
+
+            def matvec(x):
+                return torch.bmm(mats, x.unsqueeze(-1)).squeeze(-1)
+
+            def rmatvec(y):
+                return torch.bmm(mats_h, y.unsqueeze(-1)).squeeze(-1)
+
+        else:  # never hold (F, out, in): contract tap by tap
+
+            def matvec(x):
+                return self._matvec(taps, phase, x)
+
+            def rmatvec(y):
+                return self._rmatvec(taps, phase, y)
+
+        previous = None
+        for _ in range(n):
+            v = _normalize(rmatvec(u), v)
+            wv = matvec(v)
+            u = _normalize(wv, u)
+            estimates = torch.linalg.vector_norm(wv, dim=-1)  # = |u_f^H W(w_f) v_f|
+            if rtol is not None:
+                estimate = float(estimates.max())
+                if previous is not None and abs(estimate - previous) <= rtol * estimate:
+                    break
+                previous = estimate
+        self.u.copy_(torch.view_as_real(u))
+        self.v.copy_(torch.view_as_real(v))
+        self.index.fill_(int(estimates.argmax()))
+
+    def train(self, mode: bool = True):
+        """Leaving training mode iterates the vectors to convergence (the last optimiser step
+        moved the weight after the last update), so eval-mode forwards use an accurate, fixed
+        ``sigma``."""
+        if self.training and not mode:
+            self.refresh(1000, rtol=1e-10)
+        return super().train(mode)
+
+    def sigma(self, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Power-iteration estimate of the operator norm (differentiable in the weight).
+
+        ``|u_f^H W(w_f) v_f| / (1 - eps)`` at the grid frequency ``f = index`` where the last
+        refresh found the largest value: a lower bound of the grid maximum and, with converged
+        vectors, an upper bound of the operator norm for every input length.
+        """
+        weight = self.weight if weight is None else weight
+        taps, phase, eps = self._operator(weight)
+        f = self.index
+        # clone: later in-place power iterations must not touch tensors saved for backward
+        u = torch.view_as_complex(self.u[f].clone()).to(taps.dtype)
+        v = torch.view_as_complex(self.v[f].clone()).to(taps.dtype)
+        mat = torch.einsum("oik,k->oi", taps, phase[f])
+        return (u.conj() @ mat @ v).abs() / (1.0 - eps)
+
+    def normalized_weight(self, update: bool | None = None) -> torch.Tensor:
+        """``W / max(1, sigma / coeff)``; ``update`` (default: ``self.training``) first iterates."""
+        if self.training if update is None else update:
+            self.refresh()
+        return self.weight / torch.clamp(self.sigma() / self.coeff, min=1.0)
+
+    def apply_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The layer's linear map with a given (normalised) weight."""
+        if self.ndim == 0:
+            return F.linear(x, weight, self.bias)
+        conv = F.conv1d if self.ndim == 1 else F.conv2d
+        return conv(x, weight, self.bias, padding=self.kernel_size // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply_weight(x, self.normalized_weight())
+
+    @torch.no_grad()
+    def operator_norm_bound(self, weight: torch.Tensor | None = None) -> float:
+        """An exact (SVD-based) upper bound on the operator norm of the normalised layer.
+
+        Linear / 1x1: ``torch.linalg.matrix_norm(W, ord=2)`` (exact). Wider convolutions:
+        ``max ||W(w)||_2 / (1 - eps)`` over a frequency grid twice as fine as the one used for
+        normalisation, with exact singular values; valid for every input length and for either
+        ``conv_norm`` (the reshape approximation can exceed ``coeff`` here).
+        """
+        weight = self.normalized_weight(update=False) if weight is None else weight
+        if self.kernel_size**self.ndim == 1:
+            return float(torch.linalg.matrix_norm(weight.reshape(weight.shape[0], -1), ord=2))
+        taps, phase, eps = self._operator(weight, oversample=2, matrix=False)
+        best = 0.0
+        for chunk in phase.split(256):
+            mats = torch.einsum("oik,fk->foi", taps, chunk)
+            best = max(best, float(torch.linalg.matrix_norm(mats, ord=2).max()))
+        return best / (1.0 - eps)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"ndim={self.ndim}, coeff={self.coeff}, conv_norm={self.conv_norm!r}"
+        )
+
+
+class LipSwish(nn.Module):
+    """``x * sigmoid(beta * x) / 1.1`` with a learnable per-channel ``beta = softplus(raw) > 0``.
+
+    Residual Flows (Chen et al., 2019). ``d/dx [x sigmoid(beta x)]`` lies in ``[-0.1, 1.1]`` for
+    every ``beta > 0``, so the activation is 1-Lipschitz.
+
+    >>> import torch
+    >>> act = LipSwish(2)
+    >>> act(torch.zeros(1, 2, 3)).abs().max().item()
+    0.0
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.raw_beta = nn.Parameter(torch.full((channels,), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        beta = F.softplus(self.raw_beta).reshape(1, -1, *([1] * (x.dim() - 2)))
+        return x * torch.sigmoid(beta * x) / 1.1

@@ -135,8 +135,9 @@ class MixLogisticMap(ElementwiseMap):
     ``(logits[K], means[K], log_scales[K], a, b)``; component log-scales are clamped below at
     ``min_log_scale`` and ``a`` is soft-clamped to ``(-max_log_a, max_log_a)``. The inverse solves the monotone equation by
     vectorised bisection on the exact bracket ``[min_k(mu_k + s_k w), max_k(mu_k + s_k w)]``
-    (``w`` the logit target) until every interval is narrower than ``tol`` (absolute) or
-    ``max_iter`` halvings were made; the result is then exact to ``tol``.
+    (``w`` the logit target) until every interval is narrower than ``tol`` (absolute, or
+    relative to ``|x|`` where ``|x| > 1``), else :class:`NonConvergenceError` after ``max_iter``
+    halvings. ``tol`` defaults to 1e-12 in float64 and 1e-6 in float32.
     Ho et al., "Flow++" (2019).
     """
 
@@ -175,8 +176,12 @@ class MixLogisticMap(ElementwiseMap):
             # Widen by the tolerance so that round-off at the ends stays inside the bracket.
             lo = lo - tol
             hi = hi + tol
+            def excess():  # interval width over the (relative for |x| > 1) tolerance
+                scale = torch.maximum(torch.ones_like(lo), torch.maximum(lo.abs(), hi.abs()))
+                return ((hi - lo) / (tol * scale)).max().item()
+
             for _ in range(self.max_iter):
-                if (hi - lo).max().item() <= tol:
+                if excess() <= 1.0:
                     break
                 mid = 0.5 * (lo + hi)
                 log_c, log_1mc = mixlogistic_logcdf(mid, logits, means, log_scales)
@@ -184,18 +189,19 @@ class MixLogisticMap(ElementwiseMap):
                 lo = torch.where(below, mid, lo)
                 hi = torch.where(below, hi, mid)
             else:
-                width = (hi - lo).max().item()
-                if width > tol:
+                if excess() > 1.0:
                     raise NonConvergenceError(
-                        f"mixture-of-logistics bisection: interval {width:.3g} > tol {tol:.3g} "
-                        f"after {self.max_iter} iterations"
+                        f"mixture-of-logistics bisection: interval {(hi - lo).max().item():.3g} "
+                        f"wider than tol {tol:.3g} (relative where |x| > 1) after "
+                        f"{self.max_iter} iterations"
                     )
             x0 = 0.5 * (lo + hi)
         # One Newton step carrying gradients: the value moves by at most ~tol, and the
         # gradients w.r.t. y and the parameters are those of the implicit function theorem.
         y0, logdet = self.forward(x0, params)
         step = (y0 - y) * torch.exp(-logdet.detach())
-        x = x0 - step.clamp(-tol, tol)
+        width = (hi - lo).to(step.dtype)
+        x = x0 - torch.clamp(step, min=-width, max=width)
         return x, -logdet
 
 

@@ -16,8 +16,16 @@ from vocoflow.flows import (
 from vocoflow.flows.base import NonConvergenceError
 from vocoflow.flows.elementwise import MixLogisticMap
 
-torch.set_default_dtype(torch.float64)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Every check here runs in float64; restore the default afterwards (shared workers)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 AUDIO = (2, 4, 6)
 IMAGE = (2, 4, 4, 4)

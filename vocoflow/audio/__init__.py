@@ -1,0 +1,61 @@
+"""Audio front end of vocoflow: mel features, audio I/O, Kaldi data/dump directories, datasets.
+
+This layer imports only torch, torchaudio, librosa, soundfile, kaldiio and numpy (DESIGN.md).
+
+- :mod:`~vocoflow.audio.features`: :class:`MelConfig`, presets, :class:`MelSpectrogram`, :func:`align`
+- :mod:`~vocoflow.audio.io`: :func:`load_audio`, :func:`save_wav`, :class:`AudioError`
+- :mod:`~vocoflow.audio.datadir`: Kaldi data directories and their validation
+- :mod:`~vocoflow.audio.feats`: ark/scp features (:func:`read_feats`, :func:`as_frames_by_mels`)
+- :mod:`~vocoflow.audio.dump`: :func:`preprocess`, :func:`compute_stats`, :func:`normalize`
+- :mod:`~vocoflow.audio.dataset`: :class:`AudioMelDataset`, :func:`collate_eval`
+"""
+
+from .datadir import (
+    DataDir,
+    DataDirError,
+    Issue,
+    Utterance,
+    load_utterance,
+    validate_data_dir,
+    write_data_dir,
+)
+from .dataset import AudioMelDataset, collate_eval
+from .feats import ArkScpWriter, FeatureShapeError, as_frames_by_mels, load_feat, read_feats, read_scp
+from .features import PRESETS, MelConfig, MelSpectrogram, align, get_preset, list_presets
+from .io import AudioError, load_audio, resample, save_wav, to_int16, from_int16
+from .dump import PreprocessResult, Stats, compute_stats, normalize, preprocess
+
+__all__ = [
+    "MelConfig",
+    "MelSpectrogram",
+    "PRESETS",
+    "get_preset",
+    "list_presets",
+    "align",
+    "AudioError",
+    "load_audio",
+    "save_wav",
+    "resample",
+    "to_int16",
+    "from_int16",
+    "DataDir",
+    "DataDirError",
+    "Issue",
+    "Utterance",
+    "validate_data_dir",
+    "write_data_dir",
+    "load_utterance",
+    "read_scp",
+    "read_feats",
+    "load_feat",
+    "as_frames_by_mels",
+    "FeatureShapeError",
+    "ArkScpWriter",
+    "preprocess",
+    "PreprocessResult",
+    "Stats",
+    "compute_stats",
+    "normalize",
+    "AudioMelDataset",
+    "collate_eval",
+]

@@ -1,0 +1,436 @@
+"""Data directory -> dump directory (log-mel + aligned audio), statistics and normalisation.
+
+Dump directory layout (written by :func:`preprocess`)::
+
+    DUMP/
+      feats.scp          utt -> DUMP/data/feats.ark:offset   float32 (frames, n_mels)
+      wav.scp            utt -> DUMP/data/wav.ark:offset     16-bit mono WAV inside the ark
+      utt2num_frames     utt frames          (samples = frames * hop_length, always)
+      feats_config.yaml  the MelConfig used
+      bad_utts           utt<TAB>reason for each skipped utterance (empty if none)
+      data/feats.ark data/wav.ark
+      .done              written last: a dump without it is incomplete (interrupted run)
+
+:func:`normalize` writes the same layout with normalised features, ``wav.scp`` copied (it still
+points at the input dump's ark) and ``norm_stats.npz`` (the statistics used).
+
+Each utterance is read (file, ark or pipe; cut to its segment), mixed to mono, resampled to the
+configured rate (or refused with ``strict``), checked (not empty, finite, not silent),
+optionally trimmed of leading/trailing silence, quantised to 16 bits, trimmed to a multiple of
+the hop, and its mel is computed *from the quantised audio*, so audio and features in the dump
+match exactly. Output is deterministic and does not depend on ``n_jobs``: workers only compute,
+the parent writes in sorted utterance order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ._files import atomic_write_text
+from .datadir import DataDir, DataDirError, Issue, Utterance, load_utterance
+from .feats import ArkScpWriter, load_feat, read_feats, read_scp
+from .features import MelConfig, MelSpectrogram, align
+from .io import AudioError, from_int16, to_int16
+
+__all__ = [
+    "DONE",
+    "PreprocessResult",
+    "preprocess",
+    "process_utterance",
+    "Stats",
+    "compute_stats",
+    "normalize",
+    "is_complete",
+    "require_complete",
+    "read_utt2num_frames",
+]
+
+log = logging.getLogger(__name__)
+
+DONE = ".done"
+_INDEX_FILES = ("feats.scp", "wav.scp", "utt2num_frames", "feats_config.yaml", "bad_utts", "norm_stats.npz")
+
+
+def is_complete(dump_dir: str | os.PathLike) -> bool:
+    return os.path.isfile(os.path.join(dump_dir, DONE))
+
+
+def require_complete(dump_dir: str | os.PathLike) -> None:
+    if not os.path.isdir(dump_dir):
+        raise FileNotFoundError(f"{dump_dir}: no such dump directory")
+    if not is_complete(dump_dir):
+        raise ValueError(
+            f"{dump_dir}: incomplete dump directory (no {DONE} marker: the run that wrote it "
+            "failed or was interrupted; run it again)"
+        )
+
+
+def _start_dump(dump_dir: str) -> str:
+    """Mark ``dump_dir`` incomplete and remove the index files of any earlier run."""
+    os.makedirs(os.path.join(dump_dir, "data"), exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(dump_dir, DONE))
+    for name in _INDEX_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(dump_dir, name))
+    return os.path.join(dump_dir, "data")
+
+
+def _finish_dump(dump_dir: str, summary: str) -> None:
+    atomic_write_text(os.path.join(dump_dir, DONE), summary)
+
+
+def read_utt2num_frames(path: str | os.PathLike) -> dict[str, int]:
+    out = {}
+    for k, v in read_scp(path).items():
+        try:
+            out[k] = int(v)
+        except ValueError:
+            raise ValueError(f"{path}: utterance {k}: not an integer frame count: {v!r}") from None
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# one utterance
+
+
+@dataclass
+class _Job:
+    config: MelConfig
+    strict: bool = False
+    trim_db: float | None = None
+    mel: MelSpectrogram | None = None
+    notes: list | None = None  # log messages of a worker process, passed back to the parent
+
+
+_JOB: _Job | None = None
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, sink: list):
+        super().__init__(logging.INFO)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append((record.levelno, record.getMessage()))
+
+
+def _init_worker(config_dict: dict, strict: bool, trim_db: float | None, capture: bool = False) -> None:
+    global _JOB
+    torch.set_num_threads(1)
+    config = MelConfig.from_dict(config_dict)
+    _JOB = _Job(config, strict, trim_db, MelSpectrogram(config).eval())
+    if capture:  # a spawned worker: its log records go back with the results
+        _JOB.notes = []
+        logger = logging.getLogger("vocoflow")
+        logger.setLevel(logging.INFO)
+        logger.addHandler(_ListHandler(_JOB.notes))
+        logger.propagate = False
+
+
+def process_utterance(utt: Utterance, config: MelConfig, mel: MelSpectrogram | None = None, strict: bool = False, trim_db: float | None = None):
+    """Return ``(int16 audio (frames*hop,), float32 mel (frames, n_mels))`` for one utterance.
+
+    Raises :class:`~vocoflow.audio.io.AudioError` for unusable audio (naming the file).
+    """
+    if mel is None:
+        mel = MelSpectrogram(config)
+    wav, _ = load_utterance(utt, config.sample_rate, strict=strict)
+    if trim_db is not None:
+        import librosa
+
+        _, (first, last) = librosa.effects.trim(
+            wav, top_db=trim_db, frame_length=config.n_fft, hop_length=config.hop_length
+        )
+        wav = wav[first:last]
+    pcm = align(to_int16(wav), config.hop_length)
+    left, right = config.pad
+    need = (max(left, right) // config.hop_length + 1) * config.hop_length  # reflect pad < length
+    if len(pcm) < need:
+        raise AudioError(
+            utt.source, f"utterance {utt.utt_id} too short: {len(wav)} samples at {config.sample_rate} Hz "
+            f"(need at least {need})"
+        )
+    if not np.any(pcm):
+        raise AudioError(utt.source, f"utterance {utt.utt_id} is silent after trimming and 16-bit quantisation")
+    with torch.no_grad():
+        feats = mel(torch.from_numpy(from_int16(pcm)))
+    feats = feats.T.contiguous().numpy().astype(np.float32, copy=False)
+    assert feats.shape[0] * config.hop_length == len(pcm)
+    return pcm, feats
+
+
+def _work(utt: Utterance):
+    job = _JOB
+    try:
+        pcm, feats = process_utterance(utt, job.config, job.mel, job.strict, job.trim_db)
+        out = (utt.utt_id, pcm, feats, None)
+    except AudioError as e:
+        out = (utt.utt_id, None, None, str(e))
+    except Exception as e:  # keep the batch going; report the utterance
+        out = (utt.utt_id, None, None, f"{utt.source}: unexpected {type(e).__name__}: {e}")
+    notes = None
+    if job.notes:
+        notes, job.notes[:] = list(job.notes), []
+    return out + (notes,)
+
+
+# ------------------------------------------------------------------------------------------
+# preprocess
+
+
+@dataclass
+class PreprocessResult:
+    n_ok: int = 0
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    frames: int = 0
+    audio_seconds: float = 0.0
+    elapsed: float = 0.0
+
+    @property
+    def speed(self) -> float:
+        """Seconds of audio processed per second of wall-clock time."""
+        return self.audio_seconds / self.elapsed if self.elapsed > 0 else float("inf")
+
+
+@contextlib.contextmanager
+def _results(utts, config, n_jobs, strict, trim_db, start_method=None):
+    """Yield an iterator of ``_work`` results in input order (in-process or with a pool)."""
+    global _JOB
+    if n_jobs <= 1:
+        saved, old = torch.get_num_threads(), _JOB
+        try:
+            _init_worker(config.to_dict(), strict, trim_db)
+            yield (_work(utt) for utt in utts)
+        finally:
+            _JOB = old
+            torch.set_num_threads(saved)
+        return
+    # fork starts workers at once; they set torch to one thread before any torch op, so the
+    # parent's thread pools are never used in a child. "spawn" works everywhere but every
+    # worker then imports torch again (seconds).
+    if start_method is None:
+        start_method = os.environ.get("VOCOFLOW_MP_START") or (
+            "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        )
+    ctx = multiprocessing.get_context(start_method)
+    chunksize = max(1, min(16, len(utts) // (n_jobs * 8)))
+    with ctx.Pool(n_jobs, initializer=_init_worker, initargs=(config.to_dict(), strict, trim_db, True)) as pool:
+        yield pool.imap(_work, utts, chunksize=chunksize)
+
+
+def _write_results(stream, feats_w, wav_w, config, result):
+    """Write the successful results in order; yield ``(utt_id, frames)`` for each."""
+    for utt_id, pcm, feats, err, notes in stream:
+        for level, message in notes or ():
+            log.log(level, "%s", message)
+        if err is not None:
+            result.bad.append((utt_id, err))
+            log.debug("skipping %s: %s", utt_id, err)
+            continue
+        feats_w.write(utt_id, feats)
+        wav_w.write(utt_id, (config.sample_rate, pcm))
+        result.n_ok += 1
+        result.frames += feats.shape[0]
+        yield utt_id, feats.shape[0]
+
+
+def preprocess(
+    data_dir: str | os.PathLike,
+    dump_dir: str | os.PathLike,
+    config: MelConfig,
+    n_jobs: int = 1,
+    *,
+    strict: bool = False,
+    trim_db: float | None = None,
+    progress=None,
+) -> PreprocessResult:
+    """Extract features and aligned audio of a Kaldi data directory into ``dump_dir``.
+
+    Bad utterances are skipped and listed in ``dump_dir/bad_utts`` (and the result). Returns a
+    :class:`PreprocessResult`; when no utterance is usable nothing but ``bad_utts`` is written
+    and ``n_ok`` is 0. Structural errors in the data directory (malformed, duplicate or
+    unsorted lines, mismatched files) raise :class:`~vocoflow.audio.datadir.DataDirError`;
+    missing or unreadable audio only skips the utterances concerned. ``progress`` wraps the
+    result iterator, e.g. ``functools.partial(tqdm.tqdm, desc=...)``.
+    """
+    t0 = time.perf_counter()
+    data_dir, dump_dir = os.fspath(data_dir), os.fspath(dump_dir)
+    dd = DataDir(data_dir, check_audio=False)
+    fatal = [i for i in dd.errors if i.code not in ("missing-audio",)]
+    if fatal:
+        raise DataDirError(fatal)
+    for issue in dd.warnings:
+        log.warning("%s", issue)
+    utts = dd.utterances()
+    if not utts:
+        raise DataDirError([Issue(os.path.join(data_dir, "wav.scp"), None, "no utterances", code="empty")])
+    data = _start_dump(dump_dir)
+    result = PreprocessResult()
+    hop = config.hop_length
+    feats_w = ArkScpWriter(os.path.join(data, "feats.ark"), os.path.join(dump_dir, "feats.scp"))
+    wav_w = ArkScpWriter(os.path.join(data, "wav.ark"), os.path.join(dump_dir, "wav.scp"))
+    try:
+        with _results(utts, config, n_jobs, strict, trim_db) as stream:  # workers start here,
+            if progress is not None:  # before the progress bar starts its thread
+                stream = progress(stream, total=len(utts))
+            results = list(_write_results(stream, feats_w, wav_w, config, result))
+        num_frames = [f"{u} {n}\n" for u, n in results]
+        bad_text = "".join(f"{u}\t{reason}\n" for u, reason in result.bad)
+        atomic_write_text(os.path.join(dump_dir, "bad_utts"), bad_text)
+        if result.n_ok == 0:
+            feats_w.abort()
+            wav_w.abort()
+            result.elapsed = time.perf_counter() - t0
+            return result
+        feats_w.commit()
+        wav_w.commit()
+    except BaseException:
+        feats_w.abort()
+        wav_w.abort()
+        raise
+    atomic_write_text(os.path.join(dump_dir, "utt2num_frames"), "".join(num_frames))
+    config.save(os.path.join(dump_dir, "feats_config.yaml"))
+    result.audio_seconds = result.frames * hop / config.sample_rate
+    result.elapsed = time.perf_counter() - t0
+    _finish_dump(
+        dump_dir,
+        f"utterances: {result.n_ok}\nskipped: {len(result.bad)}\nframes: {result.frames}\n"
+        f"audio_seconds: {result.audio_seconds:.3f}\n",
+    )
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# statistics and normalisation
+
+
+@dataclass
+class Stats:
+    """Per-bin mean and scale (standard deviation) of features; ``count`` frames.
+
+    A bin with (near) zero deviation gets scale 1, as scikit-learn's StandardScaler does.
+
+    >>> s = Stats.from_features([np.array([[0.0, 1.0], [2.0, 1.0]])])
+    >>> s.mean.tolist(), s.scale.tolist(), s.count
+    ([1.0, 1.0], [1.0, 1.0], 2)
+    >>> s.normalize(np.array([[3.0, 1.0]])).tolist()
+    [[2.0, 0.0]]
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    count: int
+
+    @classmethod
+    def from_features(cls, feats) -> "Stats":
+        n, mean, m2 = 0, None, None
+        for x in feats:
+            x = np.asarray(x, dtype=np.float64)
+            if x.ndim != 2 or x.shape[0] == 0:
+                continue
+            k = x.shape[0]
+            mu = x.mean(axis=0)
+            q = ((x - mu) ** 2).sum(axis=0)
+            if mean is None:
+                n, mean, m2 = k, mu, q
+                continue
+            if x.shape[1] != mean.shape[0]:
+                raise ValueError(f"feature dimension changed from {mean.shape[0]} to {x.shape[1]}")
+            delta = mu - mean
+            total = n + k
+            mean = mean + delta * (k / total)  # Chan et al. pairwise update
+            m2 = m2 + q + delta**2 * (n * k / total)
+            n = total
+        if mean is None:
+            raise ValueError("no features to compute statistics from")
+        std = np.sqrt(m2 / n)
+        scale = np.where(std < 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean)), 1.0, std)
+        return cls(mean, scale, int(n))
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """``(x - mean) / scale`` over the last axis (``(frames, n_mels)``)."""
+        return ((x - self.mean) / self.scale).astype(np.float32)
+
+    def denormalize(self, x: np.ndarray) -> np.ndarray:
+        return (x * self.scale + self.mean).astype(np.float32)
+
+    def save(self, path: str | os.PathLike) -> None:
+        from ._files import atomic_open
+
+        with atomic_open(path, "wb") as f:
+            np.savez(f, mean=self.mean, scale=self.scale, count=np.int64(self.count))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Stats":
+        with np.load(path) as z:
+            missing = {"mean", "scale"} - set(z.files)
+            if missing:
+                raise ValueError(f"{path}: not a stats file (missing {', '.join(sorted(missing))})")
+            count = int(z["count"]) if "count" in z.files else 0
+            return cls(z["mean"].astype(np.float64), z["scale"].astype(np.float64), count)
+
+
+def compute_stats(dump_dir: str | os.PathLike, out: str | os.PathLike | None = None, progress=None) -> Stats:
+    """Statistics over ``dump_dir/feats.scp`` saved to ``out`` (default ``dump_dir/stats.npz``)."""
+    dump_dir = os.fspath(dump_dir)
+    require_complete(dump_dir)
+    n_mels = MelConfig.load(os.path.join(dump_dir, "feats_config.yaml")).n_mels
+    scp = os.path.join(dump_dir, "feats.scp")
+    stream = (f for _, f in read_feats(scp, n_mels))
+    if progress is not None:
+        stream = progress(stream, total=len(read_scp(scp)))
+    stats = Stats.from_features(stream)
+    stats.save(out if out is not None else os.path.join(dump_dir, "stats.npz"))
+    return stats
+
+
+def normalize(dump_dir: str | os.PathLike, stats: Stats | str | os.PathLike, out_dir: str | os.PathLike, progress=None) -> int:
+    """Write ``out_dir`` with ``(feats - mean) / scale``; audio index copied. Returns utterances."""
+    dump_dir, out_dir = os.fspath(dump_dir), os.fspath(out_dir)
+    require_complete(dump_dir)
+    if os.path.abspath(dump_dir) == os.path.abspath(out_dir):
+        raise ValueError("normalize: --out-dir must differ from --dump-dir")
+    if not isinstance(stats, Stats):
+        stats = Stats.load(stats)
+    config = MelConfig.load(os.path.join(dump_dir, "feats_config.yaml"))
+    if stats.mean.shape != (config.n_mels,):
+        raise ValueError(f"stats have {stats.mean.shape[0]} bins but the features have n_mels={config.n_mels}")
+    if os.path.isfile(os.path.join(dump_dir, "norm_stats.npz")):
+        log.warning("%s is already normalised; normalising again", dump_dir)
+    scp = os.path.join(dump_dir, "feats.scp")
+    entries = read_scp(scp)
+    data = _start_dump(out_dir)
+    n = 0
+    fd_dict: dict = {}
+    try:
+        with ArkScpWriter(os.path.join(data, "feats.ark"), os.path.join(out_dir, "feats.scp")) as w:
+            items = entries.items()
+            if progress is not None:
+                items = progress(items, total=len(entries))
+            for utt, value in items:
+                x = load_feat(value, config.n_mels, name=f"{scp}: utterance {utt}", fd_dict=fd_dict, scp_path=scp)
+                w.write(utt, stats.normalize(x))
+                n += 1
+    finally:
+        for fd in fd_dict.values():
+            fd.close()
+    for name in ("wav.scp", "utt2num_frames", "feats_config.yaml", "bad_utts"):
+        src = os.path.join(dump_dir, name)
+        if os.path.isfile(src):
+            tmp = os.path.join(out_dir, f".{name}.tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, os.path.join(out_dir, name))
+    stats.save(os.path.join(out_dir, "norm_stats.npz"))
+    _finish_dump(out_dir, f"utterances: {n}\nnormalized_from: {dump_dir}\n")
+    return n
+

@@ -18,6 +18,9 @@ COMMAND_MODULES = [
     "vocoflow.cli.data",
     "vocoflow.cli.bench",
     "vocoflow.cli.evaluate",
+    "vocoflow.cli.train",
+    "vocoflow.cli.distill",
+    "vocoflow.cli.images",
 ]
 
 

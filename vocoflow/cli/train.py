@@ -1,0 +1,95 @@
+"""``vocoflow train``: maximum-likelihood training of a flow vocoder with Accelerate.
+
+Runs in one process as is, or in several with ``torchrun --nproc_per_node N`` /
+``accelerate launch --multi_gpu --num_processes N`` (the global batch is split over them).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .main import CLIError
+
+
+def register(sub):
+    p = sub.add_parser("train", help="train a flow vocoder (maximum likelihood, Accelerate)")
+    add_common_train_args(p)
+    p.add_argument("--train-dump", required=True, help="dump dir of the training set")
+    p.add_argument("--dev-dump", help="dump dir of the dev set (validation NLL, TensorBoard audio)")
+    p.set_defaults(func=run)
+
+
+def add_common_train_args(p):
+    p.add_argument("--config", required=True, help="YAML with features/model/train sections")
+    p.add_argument("--out-dir", required=True, help="experiment directory")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --out-dir (exactly)")
+    p.add_argument("--cpu", action="store_true", help="never use a GPU")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"],
+                   help="override train.mixed_precision")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=5e-4 (YAML value syntax)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+
+
+def load_config(path: str, overrides: list[str]) -> dict:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"{path}: no such config file")
+    try:
+        config = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise CLIError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(config, dict):
+        raise CLIError(f"{path}: the top level must be a mapping")
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise CLIError(f"--set {item}: expected SECTION.KEY=VALUE")
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        config.setdefault(section, {})[name] = yaml.safe_load(value)
+    return config
+
+
+def train_config(config: dict, args):
+    from vocoflow.train.config import TrainConfig
+
+    tr = dict(config.get("train") or {})
+    if args.steps is not None:
+        tr["steps"] = args.steps
+    if args.mixed_precision is not None:
+        tr["mixed_precision"] = args.mixed_precision
+    config["train"] = tr
+    try:
+        return TrainConfig.from_dict(tr)
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"{args.config}: {e}") from None
+
+
+def run(args) -> int:
+    from vocoflow.train.trainer import Trainer, TrainingError
+    from vocoflow.train.vocoder_task import ConfigError, VocoderTask
+
+    config = load_config(args.config, args.set)
+    cfg = train_config(config, args)
+    for d in (args.train_dump, args.dev_dump):
+        if d and not (Path(d) / "feats.scp").is_file():
+            raise CLIError(f"{d}: not a dump directory (no feats.scp); run `vocoflow preprocess`")
+    try:
+        task_cls = VocoderTask
+        if (config.get("model") or {}).get("type") == "wavenet_teacher":
+            from vocoflow.train.teacher_task import TeacherTask as task_cls
+        task = task_cls(config, args.train_dump, args.dev_dump)
+        trainer = Trainer(task, cfg, args.out_dir, cpu=args.cpu, resume=args.resume,
+                          progress=not args.no_progress, config_dump=config)
+        summary = trainer.fit()
+    except (ConfigError, TrainingError, FileNotFoundError) as e:
+        raise CLIError(str(e)) from None
+    hist = summary.pop("history")
+    summary["final_train_nll"] = hist[-1].get("nll") if hist else None
+    print(json.dumps(summary, indent=2))
+    return 0

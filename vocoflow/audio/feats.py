@@ -62,8 +62,11 @@ def read_scp(path: str | os.PathLike) -> dict[str, str]:
 
 
 def resolve_entry(value: str, scp_path: str | None = None) -> str:
-    """An ark entry (``path:offset``) as given, or - when that path does not exist but one
-    relative to the scp file's directory does - rewritten relative to it."""
+    """An ark entry (``path:offset``) as given when its file exists (Kaldi: relative to the
+    directory the tools run in). Otherwise, the same relative path is looked up from the scp
+    file's directory and then from each of its parents (a recipe directory writes
+    ``dump/x/data/feats.ark`` into ``dump/x/feats.scp``; used from elsewhere, the recipe
+    directory is an ancestor of the scp), and the first existing file is used."""
     if scp_path is None or value.rstrip().endswith("|"):
         return value
     ark, sep, rest = value.rpartition(":")
@@ -71,10 +74,15 @@ def resolve_entry(value: str, scp_path: str | None = None) -> str:
         ark, rest = value, None
     if os.path.isabs(ark) or os.path.exists(ark):
         return value
-    alt = os.path.join(os.path.dirname(os.fspath(scp_path)), ark)
-    if os.path.exists(alt):
-        return alt if rest is None else f"{alt}:{rest}"
-    return value
+    base = os.path.dirname(os.path.abspath(os.fspath(scp_path)))
+    while True:
+        alt = os.path.join(base, ark)
+        if os.path.exists(alt):
+            return alt if rest is None else f"{alt}:{rest}"
+        parent = os.path.dirname(base)
+        if parent == base:
+            return value
+        base = parent
 
 
 def as_frames_by_mels(feat, n_mels: int | None, name: str = "features") -> np.ndarray:

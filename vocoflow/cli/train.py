@@ -87,7 +87,7 @@ def run(args) -> int:
         trainer = Trainer(task, cfg, args.out_dir, cpu=args.cpu, resume=args.resume,
                           progress=not args.no_progress, config_dump=config)
         summary = trainer.fit()
-    except (ConfigError, TrainingError, FileNotFoundError) as e:
+    except (ConfigError, TrainingError, FileNotFoundError, ValueError, KeyError) as e:
         raise CLIError(str(e)) from None
     hist = summary.pop("history")
     summary["final_train_nll"] = hist[-1].get("nll") if hist else None

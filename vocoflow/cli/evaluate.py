@@ -17,7 +17,9 @@ def register(sub):
                     "system whose DIR holds <utt>.wav files; references come from a Kaldi "
                     "wav.scp, a data dir, or a directory of <utt>.wav. Writes results.md, "
                     "results.json and spectrogram PNGs to --out-dir.")
-    p.add_argument("--ref", required=True, help="reference: data dir, wav.scp, or wav directory")
+    p.add_argument("--ref", required=True,
+                   help="reference: data dir or dump dir (wav.scp of files or ark entries), "
+                        "a wav.scp, or a directory of <utt>.wav")
     p.add_argument("--gen", action="append", default=[], metavar="NAME=DIR",
                    help="a system to score (repeatable)")
     p.add_argument("--out-dir", required=True)
@@ -43,17 +45,19 @@ def _wav_map(spec: str) -> dict:
     if path.is_dir() and (path / "wav.scp").is_file():
         path = path / "wav.scp"
     if path.is_file():
+        from vocoflow.audio.feats import resolve_entry
+
         out = {}
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.split(maxsplit=1)
             if len(parts) != 2:
-                raise CLIError(f"{path}:{n}: expected '<utt-id> <wav path>'")
+                raise CLIError(f"{path}:{n}: expected '<utt-id> <wav path or ark entry>'")
             if parts[1].rstrip().endswith("|"):
                 raise CLIError(f"{path}:{n}: piped wav.scp entries are not supported here; "
-                               "run `vocoflow preprocess` and use the dump's wav files")
-            out[parts[0]] = parts[1].strip()
+                               "run `vocoflow preprocess` and use the dump directory")
+            out[parts[0]] = resolve_entry(parts[1].strip(), str(path))
         return out
     if path.is_dir():
         return {p.stem: str(p) for p in sorted(path.glob("*.wav"))}

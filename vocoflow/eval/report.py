@@ -54,11 +54,30 @@ def griffin_lim_from_mel(mel_log: np.ndarray, config: MelConfig, n_iter: int = 3
     return wav.astype(np.float32)
 
 
+def load_entry(entry: str, sample_rate: int, check: bool = True) -> np.ndarray:
+    """Audio from a file path or a Kaldi ark entry (``archive.ark:offset``, as in a dump's
+    ``wav.scp``), as mono float32 at ``sample_rate``."""
+    ark, sep, offset = entry.rpartition(":")
+    if sep and offset.isdigit() and os.path.isfile(ark):
+        import kaldiio
+
+        from vocoflow.audio.io import prepare_audio
+
+        rate, data = kaldiio.load_mat(entry)
+        data = np.asarray(data)
+        if data.dtype == np.int16:
+            data = data.astype(np.float32) / 32768.0
+        data = data.reshape(len(data), -1).astype(np.float32)
+        wav, _ = prepare_audio(data, int(rate), name=entry, sample_rate=sample_rate, check=check)
+        return wav
+    return load_audio(entry, sample_rate, check=check)[0]
+
+
 def _evaluate_one(args):
     utt, ref_path, gen_path, sr, metrics = args
     try:
-        ref, _ = load_audio(ref_path, sr)
-        gen, _ = load_audio(gen_path, sr, check=False)
+        ref = load_entry(ref_path, sr)
+        gen = load_entry(gen_path, sr, check=False)
         if gen.size == 0 or not np.isfinite(gen).all():
             raise AudioError(gen_path, "generated audio is empty or not finite")
         diff = len(gen) - len(ref)
@@ -173,7 +192,7 @@ def evaluate_systems(refs: dict, systems: dict, sample_rate: int, out_dir: str |
                 if not target.exists():
                     import torch
 
-                    wav, _ = load_audio(path, griffin_lim.sample_rate)
+                    wav = load_entry(path, griffin_lim.sample_rate)
                     mel = mel_fn(torch.from_numpy(wav)).numpy()
                     save_wav(target, griffin_lim_from_mel(mel, griffin_lim, length=len(wav)),
                              griffin_lim.sample_rate)
@@ -216,9 +235,9 @@ def evaluate_systems(refs: dict, systems: dict, sample_rate: int, out_dir: str |
                     if report.per_utt else [])
     for utt in common[:n_plots]:
         try:
-            wavs = {"reference": load_audio(refs[utt], sample_rate)[0]}
+            wavs = {"reference": load_entry(refs[utt], sample_rate)}
             for name, gens in systems.items():
-                w, _ = load_audio(gens[utt], sample_rate, check=False)
+                w = load_entry(gens[utt], sample_rate, check=False)
                 wavs[name] = align_lengths(wavs["reference"], w)[1]
             plot_spectrograms(wavs, sample_rate, out / f"spectrogram_{utt}.png", title=utt)
         except Exception as e:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -80,6 +79,44 @@ def _feature_config(args):
     return None
 
 
+# model types whose exact density of real audio is one parallel pass
+PARALLEL_DENSITY = ("waveglow", "wavenet_teacher")
+
+
+def heldout_nll(model_dir: str, dump_dir: str, max_seconds: float | None = None) -> float | None:
+    """Mean negative log-likelihood (nats per sample) of a flow vocoder on a dump directory
+    whose features are what the model was trained on (normalised when it was), with the
+    training ``sigma``. ``None`` for models whose density needs a sequential pass (IAF
+    students)."""
+    import torch
+
+    from vocoflow.audio import AudioMelDataset
+    from vocoflow.vocoders import load
+
+    voc = load(model_dir)
+    kind = (voc.config.get("model") or {}).get("type", "waveglow")
+    if kind not in PARALLEL_DENSITY:
+        print(f"{model_dir}: no parallel exact density for model type {kind!r}; NLL skipped")
+        return None
+    sigma = float((voc.config.get("train") or {}).get("sigma", 1.0))
+    ds = AudioMelDataset(dump_dir, None)
+    if (ds.config.n_mels, ds.config.hop_length) != (voc.n_mels, voc.hop_length):
+        raise CLIError(f"{dump_dir}: features ({ds.config.n_mels} mels, hop "
+                       f"{ds.config.hop_length}) do not match {model_dir}")
+    total, samples = 0.0, 0
+    with torch.no_grad():
+        for i in range(len(ds)):
+            item = ds[i]
+            audio = torch.as_tensor(item["audio"])[None].to(voc.device, voc.dtype)
+            mel = torch.as_tensor(item["mel"])[None].to(voc.device, voc.dtype)
+            if max_seconds:
+                frames = int(max_seconds * voc.sample_rate) // voc.hop_length
+                audio, mel = audio[:, : frames * voc.hop_length], mel[..., :frames]
+            total += -float(voc.model.log_prob(audio, mel, sigma).sum())
+            samples += audio.shape[-1]
+    return total / samples
+
+
 def run(args) -> int:
     from vocoflow.eval.report import evaluate_systems
 
@@ -104,11 +141,11 @@ def run(args) -> int:
     if args.nll:
         if not args.nll_dump:
             raise CLIError("--nll needs --nll-dump")
-        from vocoflow.eval.nll import heldout_nll
-
         for spec in args.nll:
             name, model_dir = spec.split("=", 1) if "=" in spec else (spec, spec)
-            extra.setdefault(name, {})["nll"] = heldout_nll(model_dir, args.nll_dump)
+            value = heldout_nll(model_dir, args.nll_dump)
+            if value is not None:
+                extra.setdefault(name, {})["nll"] = value
     if not systems and not args.griffin_lim:
         raise CLIError("nothing to evaluate: give --gen NAME=DIR and/or --griffin-lim")
     report = evaluate_systems(refs, systems, sr, args.out_dir,

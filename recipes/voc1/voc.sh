@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Shared vocoder recipe: numbered stages over one corpus directory (egs/<corpus>/voc1).
 # Run it from a recipe directory (its run.sh does that) holding local/data_download.sh,
 # local/data_prep.sh, conf/, path.sh and cmd.sh.

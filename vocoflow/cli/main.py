@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "vocoflow.cli.demo",
     "vocoflow.cli.data",
     "vocoflow.cli.bench",
+    "vocoflow.cli.decode",
     "vocoflow.cli.evaluate",
     "vocoflow.cli.train",
     "vocoflow.cli.distill",

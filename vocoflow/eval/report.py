@@ -251,9 +251,11 @@ def evaluate_systems(refs: dict, systems: dict, sample_rate: int, out_dir: str |
     if report.warnings:
         lines += ["", f"## Warnings ({len(report.warnings)})", ""]
         lines += [f"- {w}" for w in report.warnings]
-    lines += ["", "Metrics: PESQ wide-band at 16 kHz; MCD from 24 DCT coefficients of the "
-              "log mel power (c0 excluded, no DTW); log-mel distance in dB; F0 RMSE over frames "
-              "voiced in both (pYIN); V/UV error rate. Lengths are cut to the shorter signal.", ""]
+    lines += ["", "Metrics: PESQ wide-band at 16 kHz; MCD (dB) on a 24th-order warped "
+              "mel-cepstrum over the reference's non-silent frames, no DTW; log-mel distance in "
+              "dB; F0 RMSE (Hz) over frames voiced in both and V/UV error rate (pYIN); NLL in "
+              "nats per sample on the normalised features. Lengths are cut to the shorter "
+              "signal.", ""]
     data = report.to_json()
     if extra:
         data["extra"] = extra

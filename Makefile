@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchaudio==2.11.1
 STAMP := $(VENV)/.vocoflow-installed
 JOBS ?= 2
 
-.PHONY: install demo test bench clean-venv
+.PHONY: install demo toy-demo test bench clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# the main job: the bundled speech recipe, all stages, CPU configuration
 demo: $(STAMP)
+	. $(VENV)/bin/activate && egs/asterisk_en/voc1/run.sh
+
+toy-demo: $(STAMP)
 	$(VENV)/bin/vocoflow demo --out demo_out
 
 test: $(STAMP)

@@ -1,0 +1,535 @@
+"""Saved vocoders: a model directory and the :class:`Vocoder` synthesis API.
+
+A vocoder directory holds::
+
+    config.yaml   format: vocoflow-vocoder, version: 1, features (a full MelConfig),
+                  model (type + fields), synthesis (sigma, denoise), normalize (bool),
+                  train (the training settings), training (run info: step, loss, ...)
+    model.pt      the model's state_dict only (read with torch.load(weights_only=True))
+    stats.npz     per-bin feature mean/scale (optional; required when normalize is true)
+
+``normalize: true`` means the model was trained on ``(log_mel - mean) / scale``; the API then
+takes raw log-mels and normalises them itself (or takes normalised ones with
+``normalized=True``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from vocoflow.audio.features import MelConfig, MelSpectrogram
+
+from .config import DEFAULT_SYNTHESIS, MODEL_TYPES, features_from_config, model_config_from
+from .synthesis import Denoiser, chunked_infer, looks_normalized
+from .waveglow import bf16_conditioners
+
+__all__ = ["FORMAT", "VERSION", "VocoderError", "Vocoder", "save_vocoder", "load",
+           "noise_for"]
+
+log = logging.getLogger("vocoflow.vocoders")
+
+FORMAT = "vocoflow-vocoder"
+VERSION = 1
+
+
+class VocoderError(ValueError):
+    """A foreign or corrupt vocoder directory, or an input the vocoder cannot use."""
+
+
+# ----------------------------------------------------------------------------------- saving
+def _state_dict(model) -> dict:
+    sd = model.state_dict()
+    out = {}
+    for k, v in sd.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v.detach().cpu().clone()
+    return out
+
+
+def _stats_arrays(stats):
+    if stats is None:
+        return None
+    if isinstance(stats, (str, os.PathLike)):
+        with np.load(stats) as z:
+            if "mean" not in z.files or "scale" not in z.files:
+                raise VocoderError(f"{stats}: not a stats file (needs 'mean' and 'scale')")
+            return np.asarray(z["mean"], np.float64), np.asarray(z["scale"], np.float64)
+    if isinstance(stats, dict):
+        return np.asarray(stats["mean"], np.float64), np.asarray(stats["scale"], np.float64)
+    if isinstance(stats, (tuple, list)):
+        return np.asarray(stats[0], np.float64), np.asarray(stats[1], np.float64)
+    return np.asarray(stats.mean, np.float64), np.asarray(stats.scale, np.float64)
+
+
+def save_vocoder(model, config: dict, out_dir, stats=None, normalize: bool | None = None,
+                 info: dict | None = None) -> Path:
+    """Write a vocoder directory atomically and return its path.
+
+    Args:
+        model: the trained model (a :class:`~vocoflow.vocoders.WaveGlow`; DDP/compile wrappers'
+            key prefixes are stripped). Its own config is what is saved under ``model:``.
+        config: the model config dict (:func:`~vocoflow.vocoders.load_config`): ``features``,
+            ``model``, ``train``, ``synthesis``; ``normalize`` may be given here too.
+        stats: feature statistics (``Stats``, ``{"mean", "scale"}``, ``(mean, scale)`` or an
+            ``.npz`` path) or ``None``.
+        normalize: whether the model was trained on normalised features (default:
+            ``config["normalize"]`` if present, else whether ``stats`` were given).
+        info: run information saved under ``training:`` (step, loss, ...).
+
+    The files are written into a temporary directory next to ``out_dir`` that is then renamed
+    to it; an existing vocoder directory there is replaced (other existing non-empty
+    directories are refused).
+    """
+    out_dir = Path(out_dir)
+    arrays = _stats_arrays(stats)
+    if normalize is None:
+        normalize = bool(config.get("normalize", arrays is not None))
+    if normalize and arrays is None:
+        raise VocoderError(f"{out_dir}: normalize=True needs feature statistics (stats=...)")
+    features = features_from_config(config)
+    if arrays is not None and arrays[0].shape != (features.n_mels,):
+        raise VocoderError(f"stats have {arrays[0].shape} bins, features have n_mels={features.n_mels}")
+    mcfg = getattr(model, "config", None) or model_config_from(config)
+    model_dict = {"type": config["model"].get("type", "waveglow"), **mcfg.to_dict()}
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "features": features.to_dict(),
+        "model": model_dict,
+        "synthesis": {**DEFAULT_SYNTHESIS, **(config.get("synthesis") or {})},
+        "normalize": bool(normalize),
+        "train": dict(config.get("train") or {}),
+        "training": dict(info or {}),
+    }
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise VocoderError(f"{out_dir}: exists and is not a directory")
+        if any(out_dir.iterdir()) and not (out_dir / "config.yaml").is_file():
+            raise VocoderError(f"{out_dir}: exists, is not empty and is not a vocoder directory; "
+                               f"refusing to replace it")
+    parent = out_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp.", dir=parent))
+    try:
+        with open(tmp / "config.yaml", "w", encoding="utf-8") as f:
+            f.write("# vocoflow vocoder (load with vocoflow.load(DIR))\n")
+            yaml.safe_dump(_plain(doc), f, sort_keys=False, default_flow_style=False)
+        torch.save(_state_dict(model), tmp / "model.pt")
+        if arrays is not None:
+            np.savez(tmp / "stats.npz", mean=arrays[0], scale=arrays[1])
+        os.chmod(tmp, 0o777 & ~_umask())
+        old = None
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=parent))
+            os.replace(out_dir, old / "dir")
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _plain(x):
+    """numpy scalars and tuples to plain YAML-safe Python values."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+# ----------------------------------------------------------------------------------- loading
+def _read_config(directory: Path) -> dict:
+    if not directory.is_dir():
+        raise VocoderError(f"{directory}: no such vocoder directory")
+    path = directory / "config.yaml"
+    if not path.is_file():
+        raise VocoderError(f"{directory}: not a vocoflow vocoder directory (no config.yaml)")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise VocoderError(f"{path}: unreadable config ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise VocoderError(f"{path}: not a vocoflow vocoder config (format is {got!r}, "
+                           f"expected {FORMAT!r})")
+    version = doc.get("version")
+    if not isinstance(version, int) or version > VERSION or version < 1:
+        raise VocoderError(f"{path}: unsupported vocoder format version {version!r} "
+                           f"(this vocoflow reads version {VERSION})")
+    for key in ("features", "model"):
+        if not isinstance(doc.get(key), dict):
+            raise VocoderError(f"{path}: missing or malformed '{key}:' section")
+    return doc
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_amx() -> bool:
+    """Whether the CPU advertises AMX tiles for bfloat16 (``amx_bf16`` in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return any("amx_bf16" in line for line in f if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+def _inference(model):
+    """The model's inference context (``torch.inference_mode`` unless it says otherwise)."""
+    ctx = getattr(model, "inference_context", None)
+    return ctx() if ctx is not None else torch.inference_mode()
+
+
+def load(directory, device="cpu", dtype: torch.dtype = torch.float32) -> "Vocoder":
+    """Load a saved vocoder directory (see :class:`Vocoder`)."""
+    return Vocoder.from_pretrained(directory, device=device, dtype=dtype)
+
+
+def noise_for(utt_id: str, seed: int, shape, dtype=torch.float32) -> torch.Tensor:
+    """Unit normal noise that depends only on ``(seed, utt_id)``: the same utterance gets the
+    same noise whatever batch it is decoded in."""
+    g = torch.Generator().manual_seed((int(seed) * 1000003 + zlib.crc32(utt_id.encode())) % 2**63)
+    return torch.randn(shape, generator=g, dtype=dtype)
+
+
+class Vocoder:
+    """A trained vocoder with its feature front end: ``synthesize(mel)`` and ``mel(wav)``.
+
+    Load one with ``vocoflow.load(DIR)`` or ``Vocoder.from_pretrained(DIR)`` (see
+    :func:`save_vocoder` for the directory layout). The model runs in ``dtype`` on ``device``,
+    with weight norm removed and under ``torch.inference_mode``. WaveGlow (Prenger et al., 2019)
+    is the model type supported so far.
+
+    >>> import torch, tempfile
+    >>> from vocoflow.vocoders import WaveGlow, save_vocoder
+    >>> cfg = {"features": {"preset": "asterisk16k", "n_mels": 8},
+    ...        "model": {"type": "waveglow", "n_flows": 2, "n_early_every": 1,
+    ...                  "wn_layers": 2, "wn_channels": 8}}
+    >>> d = save_vocoder(WaveGlow(n_mels=8, hop_length=256, n_flows=2, n_early_every=1,
+    ...                           wn_layers=2, wn_channels=8), cfg, tempfile.mkdtemp() + "/voc")
+    >>> voc = Vocoder.from_pretrained(d)
+    >>> wav = voc.synthesize(torch.full((8, 5), -4.0))
+    >>> wav.shape, voc.sample_rate
+    (torch.Size([1280]), 16000)
+    """
+
+    def __init__(self, model, features: MelConfig, synthesis: dict | None = None,
+                 stats=None, normalize: bool = False, directory=None, device="cpu",
+                 dtype: torch.dtype = torch.float32, config: dict | None = None):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.features = features
+        self.synthesis_defaults = {**DEFAULT_SYNTHESIS, **(synthesis or {})}
+        self.normalize = bool(normalize)
+        self.directory = None if directory is None else Path(directory)
+        self.config = config or {}
+        arrays = _stats_arrays(stats)
+        self.stats_mean, self.stats_scale = arrays if arrays is not None else (None, None)
+        if self.normalize and self.stats_mean is None:
+            raise VocoderError(f"{self._where()}: normalize is true but there are no statistics")
+        if hasattr(model, "remove_weight_norm"):
+            model.remove_weight_norm()
+        self.model = model.to(device=self.device, dtype=dtype).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self._bf16_model = None
+        self._denoiser = None
+        self._mel = None
+
+    # -- loading --------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, directory, device="cpu", dtype: torch.dtype = torch.float32) -> "Vocoder":
+        directory = Path(directory)
+        doc = _read_config(directory)
+        cfgpath = directory / "config.yaml"
+        try:
+            features = MelConfig.from_dict(doc["features"])
+            mcfg = model_config_from(doc)
+        except (TypeError, ValueError) as e:
+            raise VocoderError(f"{cfgpath}: bad features/model section ({e})") from None
+        model = MODEL_TYPES[doc["model"].get("type", "waveglow")][0](mcfg)
+        weights = directory / "model.pt"
+        if not weights.is_file():
+            raise VocoderError(f"{directory}: missing model.pt")
+        try:
+            sd = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle, zip and weights_only errors have many types
+            raise VocoderError(f"{weights}: unreadable weights ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+            raise VocoderError(f"{weights}: not a state_dict of tensors")
+        if not any(".parametrizations." in k for k in sd) and hasattr(model, "remove_weight_norm"):
+            model.remove_weight_norm()  # saved after weight norm was folded
+        own = model.state_dict()
+        missing = sorted(set(own) - set(sd))
+        unexpected = sorted(set(sd) - set(own))
+        shapes = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+        if missing or unexpected or shapes:
+            parts = []
+            for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                ("wrong shape", shapes)):
+                if keys:
+                    more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+                    parts.append(f"{label}: {', '.join(keys[:3])}{more}")
+            raise VocoderError(f"{weights}: weights do not match the model in config.yaml "
+                               f"({'; '.join(parts)})")
+        model.load_state_dict(sd)
+        normalize = bool(doc.get("normalize", False))
+        stats = None
+        spath = directory / "stats.npz"
+        if spath.is_file():
+            try:
+                stats = _stats_arrays(spath)
+            except (OSError, ValueError, KeyError) as e:
+                raise VocoderError(f"{spath}: unreadable statistics ({e})") from None
+            if stats[0].shape != (features.n_mels,) or stats[1].shape != (features.n_mels,):
+                raise VocoderError(f"{spath}: statistics have shape {stats[0].shape}, expected "
+                                   f"({features.n_mels},)")
+        elif normalize:
+            raise VocoderError(f"{directory}: config says normalize: true but stats.npz is missing")
+        return cls(model, features, doc.get("synthesis"), stats, normalize, directory, device,
+                   dtype, config=doc)
+
+    # -- properties -----------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.features.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.features.hop_length
+
+    @property
+    def n_mels(self) -> int:
+        return self.features.n_mels
+
+    def _where(self) -> str:
+        return str(self.directory) if self.directory is not None else "vocoder"
+
+    def __repr__(self) -> str:
+        return (f"Vocoder({self._where()}, {type(self.model).__name__}, sr={self.sample_rate}, "
+                f"n_mels={self.n_mels}, normalize={self.normalize}, device={self.device}, "
+                f"dtype={self.dtype})")
+
+    # -- features -------------------------------------------------------------------------------
+    def mel(self, wav) -> torch.Tensor:
+        """Raw log-mel of ``wav`` (``(T,)`` or ``(B, T)``, at :attr:`sample_rate`) with the
+        vocoder's own front end: ``(n_mels, frames)`` or ``(B, n_mels, frames)``."""
+        if self._mel is None:
+            self._mel = MelSpectrogram(self.features).to(self.device)
+        x = torch.as_tensor(np.asarray(wav) if not isinstance(wav, torch.Tensor) else wav)
+        with torch.inference_mode():
+            return self._mel(x.to(self.device, torch.float32))
+
+    def normalize_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        """``(mel - mean) / scale`` per bin (mel ``(..., n_mels, frames)``)."""
+        self._need_stats("normalise")
+        mean = torch.as_tensor(self.stats_mean, dtype=mel.dtype, device=mel.device)[:, None]
+        scale = torch.as_tensor(self.stats_scale, dtype=mel.dtype, device=mel.device)[:, None]
+        return (mel - mean) / scale
+
+    def denormalize_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        self._need_stats("denormalise")
+        mean = torch.as_tensor(self.stats_mean, dtype=mel.dtype, device=mel.device)[:, None]
+        scale = torch.as_tensor(self.stats_scale, dtype=mel.dtype, device=mel.device)[:, None]
+        return mel * scale + mean
+
+    def _need_stats(self, what: str):
+        if self.stats_mean is None:
+            raise VocoderError(f"{self._where()}: cannot {what} features: the vocoder has no "
+                               f"stats.npz")
+
+    def prepare(self, mel, normalized: bool = False, check: bool = True) -> torch.Tensor:
+        """Validate an input mel and bring it to the model's input space: float32
+        ``(B, n_mels, frames)`` on the CPU (normalised iff the model was trained so).
+
+        Raises :class:`VocoderError` for a wrong number of bins, NaN/inf values or (with
+        ``check``) a normalisation mismatch (see :meth:`synthesize`)."""
+        x = mel if isinstance(mel, torch.Tensor) else torch.from_numpy(np.array(mel, dtype=np.float32))
+        if x.dim() not in (2, 3):
+            raise VocoderError(f"mel must be (n_mels, frames) or (B, n_mels, frames), got "
+                               f"shape {tuple(x.shape)}")
+        if x.shape[-2] != self.n_mels:
+            hint = (" (it looks like (frames, n_mels): transpose it)"
+                    if x.shape[-1] == self.n_mels else "")
+            raise VocoderError(f"mel has {x.shape[-2]} bins on axis -2 but {self._where()} "
+                               f"expects n_mels={self.n_mels}{hint}")
+        if x.shape[-1] == 0:
+            raise VocoderError("mel has 0 frames")
+        x = x.detach().to("cpu", torch.float32)
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise VocoderError(f"mel contains NaN or infinite values ({bad} of {x.numel()})")
+        if x.dim() == 2:
+            x = x[None]
+        if check:
+            self._check_space(x, normalized)
+        if self.normalize and not normalized:
+            x = self.normalize_mel(x)
+        elif not self.normalize and normalized:
+            x = self.denormalize_mel(x)
+        return x
+
+    def _check_space(self, x: torch.Tensor, normalized: bool):
+        floor = None if self.features.log == "none" else self.features.log_floor
+        arr = x.cpu().numpy()
+        for b in range(arr.shape[0]):
+            verdict, reason = looks_normalized(arr[b], self.stats_mean, self.stats_scale, floor)
+            if verdict is None or verdict == normalized:
+                continue
+            item = f" (batch item {b})" if arr.shape[0] > 1 else ""
+            if verdict:
+                raise VocoderError(
+                    f"normalisation mismatch{item}: the mel looks already normalised ({reason}) "
+                    f"but raw log-mel was expected; pass normalized=True (decode: --no-normalize) "
+                    f"or check=False")
+            raise VocoderError(
+                f"normalisation mismatch{item}: the mel looks like raw log-mel ({reason}) but "
+                f"normalized=True was given; drop it (decode: --normalize-before) or check=False")
+
+    # -- synthesis ------------------------------------------------------------------------------
+    def _model(self, bf16: bool):
+        if not bf16:
+            return self.model
+        if self._bf16_model is None:
+            if self.device.type == "cpu" and not cpu_has_amx():
+                log.warning("bf16 synthesis on a CPU without AMX: bfloat16 matrix multiplies "
+                            "are usually no faster (often slower) than float32 there")
+            self._bf16_model = bf16_conditioners(self.model)
+        return self._bf16_model
+
+    def denoiser(self) -> Denoiser:
+        """The bias denoiser: the model's output for a silent mel (the log floor) at sigma 0."""
+        if self._denoiser is None:
+            x = self.silence(88)[None]
+            with _inference(self.model):
+                bias = self.model.infer(x.to(self.device, self.dtype), sigma=0.0)
+            self._denoiser = Denoiser(bias[0].float(), n_fft=self.features.n_fft).to(self.device)
+        return self._denoiser
+
+    def synthesize(self, mel, sigma: float | None = None, denoise: float | None = None,
+                   chunk_frames: int | None = None, generator: torch.Generator | None = None,
+                   bf16: bool = False, normalized: bool = False, noise: torch.Tensor | None = None,
+                   context_frames: int | None = None, check: bool = True) -> torch.Tensor:
+        """Waveform(s) for a mel ``(n_mels, frames)`` -> ``(frames * hop,)`` or a batch
+        ``(B, n_mels, frames)`` -> ``(B, frames * hop)`` (float32, on :attr:`device`).
+
+        Args:
+            mel: raw log-mel as made by :meth:`mel` (torch or numpy), or normalised features
+                with ``normalized=True``.
+            sigma: latent standard deviation (default: the saved ``synthesis.sigma``).
+            denoise: bias-denoiser strength, 0 for none (default: the saved one).
+            chunk_frames: synthesise in chunks of this many frames (bounded memory); the
+                chunks overlap by ``context_frames`` (default: the model's full receptive field,
+                which makes the result equal unchunked synthesis up to rounding).
+            generator: random generator for the noise (on the CPU).
+            bf16: run the conditioner networks in bfloat16 (the coupling arithmetic, 1x1
+                convolutions and accumulation stay in the vocoder's dtype).
+            noise: unit-variance noise ``(B, frames * hop)`` instead of drawing it.
+            check: check the normalisation of the input (see
+                :func:`~vocoflow.vocoders.synthesis.looks_normalized`).
+        """
+        single = (mel.dim() if isinstance(mel, torch.Tensor) else np.ndim(mel)) == 2
+        x = self.prepare(mel, normalized, check)
+        batch, _, frames = x.shape
+        n = frames * self.hop_length
+        if noise is not None:
+            noise = torch.as_tensor(noise)
+            if noise.dim() == 1:
+                noise = noise[None]
+            if tuple(noise.shape) != (batch, n):
+                raise VocoderError(f"noise must have shape {(batch, n)}, got {tuple(noise.shape)}")
+        wav = self._run(x, sigma, chunk_frames, generator, bf16, noise, context_frames)
+        if denoise is None:
+            denoise = float(self.synthesis_defaults.get("denoise", 0.0))
+        if denoise > 0:
+            with torch.inference_mode():
+                wav = self.denoiser()(wav, denoise)
+        wav = wav.clone() if wav.is_inference() else wav
+        return wav[0] if single else wav
+
+    __call__ = synthesize
+
+    def _run(self, x, sigma, chunk_frames, generator, bf16, noise, context_frames=None):
+        """Model-space mel ``(B, n_mels, F)`` (CPU float32) -> ``(B, F * hop)`` float32."""
+        sigma = float(self.synthesis_defaults["sigma"] if sigma is None else sigma)
+        batch, _, frames = x.shape
+        if noise is None:
+            noise = torch.randn(batch, frames * self.hop_length, generator=generator)
+        x = x.to(self.device, self.dtype)
+        noise = noise.to(self.device, self.dtype)
+        model = self._model(bf16)
+        with _inference(model):
+            if chunk_frames and chunk_frames < frames:
+                wav = chunked_infer(model, x, sigma, noise, int(chunk_frames), context_frames)
+            else:
+                wav = model.infer(x, sigma=sigma, noise=noise)
+            wav = wav.float()
+        return wav.clone() if wav.is_inference() else wav
+
+    def silence(self, frames: int) -> torch.Tensor:
+        """A silent mel ``(n_mels, frames)`` in the *model's* input space (the log floor,
+        normalised when the model is)."""
+        x = torch.full((1, self.n_mels, frames),
+                       self.features.log_floor if self.features.log != "none" else 0.0)
+        return (self.normalize_mel(x) if self.normalize else x)[0]
+
+    def synthesize_batch(self, mels: list, sigma: float | None = None, denoise: float | None = None,
+                         chunk_frames: int | None = None, bf16: bool = False,
+                         normalized: bool = False, noises: list | None = None,
+                         generator: torch.Generator | None = None, check: bool = True,
+                         prepared: bool = False) -> list[torch.Tensor]:
+        """Synthesise mels ``(n_mels, frames_i)`` of different lengths in one batch.
+
+        Shorter mels are padded with silent frames and their outputs cut to ``frames_i * hop``
+        samples (so an utterance's last samples can differ slightly from synthesising it
+        alone). ``noises`` gives each utterance's unit noise ``(frames_i * hop,)``.
+        ``prepared=True`` takes mels already in the model space (see :meth:`prepare`).
+        """
+        if not mels:
+            return []
+        xs = [m if prepared else self.prepare(m, normalized, check)[0] for m in mels]
+        xs = [torch.as_tensor(m, dtype=torch.float32) for m in xs]
+        longest = max(m.shape[-1] for m in xs)
+        hop = self.hop_length
+        pad = self.silence(1)
+        batch = torch.stack([torch.cat([m, pad.expand(-1, longest - m.shape[-1])], dim=1)
+                             for m in xs])
+        noise = None
+        if noises is not None:
+            noise = torch.zeros(len(xs), longest * hop)
+            for i, (m, z) in enumerate(zip(xs, noises)):
+                z = torch.as_tensor(z, dtype=torch.float32).reshape(-1)
+                if z.numel() != m.shape[-1] * hop:
+                    raise VocoderError(f"noise {i} has {z.numel()} values, expected {m.shape[-1] * hop}")
+                noise[i, : z.numel()] = z
+        wav = self._run(batch, sigma, chunk_frames, generator, bf16, noise)
+        outs = [wav[i, : m.shape[-1] * hop] for i, m in enumerate(xs)]
+        if denoise is None:
+            denoise = float(self.synthesis_defaults.get("denoise", 0.0))
+        if denoise > 0:
+            with torch.inference_mode():
+                outs = [self.denoiser()(w, denoise).clone() for w in outs]
+        return outs

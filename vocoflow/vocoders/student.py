@@ -1,0 +1,512 @@
+"""Parallel students: stacks of inverse autoregressive flows (Parallel WaveNet / ClariNet).
+
+:class:`IAFStudent` turns noise into audio in one parallel pass: ``z`` (logistic or Gaussian,
+one value per sample) goes through ``len(flow_layers)`` :class:`~vocoflow.flows.IAF` steps, each
+``x_t = map(x_t; theta_t)`` with ``theta_t = WN(x_<t, mel)`` from a strictly causal
+:class:`~vocoflow.nets.WN` (dilation stacks, upsampled mel as conditioning). The conditioner of
+every flow runs once per synthesis, whatever the length: there is no loop over time.
+
+Per-step maps: ``affine`` (van den Oord et al., 2018; Ping et al., 2019), ``additive``,
+``mixlogistic`` (Flow++'s monotone mixture-of-logistics CDF law, non-affine) or a composition,
+e.g. ``[mixlogistic, affine]`` (:class:`ChainMap`). The log-determinant of the sampling
+direction is exact: each map's elementwise ``log|dx_t/dz_t|`` (the Jacobian of an IAF is
+triangular). For an all-affine stack the whole student is one affine map per step,
+``x_t = z_t * s_t + mu_t`` with ``(mu_t, s_t)`` functions of ``z_<t``; :meth:`IAFStudent.forward`
+returns these, which is what ClariNet's closed-form KL needs.
+
+Default layout (Parallel WaveNet): 4 flows of 10, 10, 10 and 30 layers, 64 channels, kernel 3,
+dilations restarting every 10 layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from vocoflow.flows import IAF, Logistic, Normal
+from vocoflow.flows.elementwise import AffineMap, ElementwiseMap, MixLogisticMap, make_map
+from vocoflow.nets.upsample import MelUpsampler
+from vocoflow.nets.wavenet import WN
+
+from .teacher import config_from_dict
+
+__all__ = ["StudentConfig", "IAFStudent", "ChainMap", "BlockedWN", "MAPS", "NOISES"]
+
+MAPS = ("affine", "additive", "mixlogistic")
+NOISES = ("gaussian", "logistic")
+
+
+class BlockedWN(WN):
+    """:class:`~vocoflow.nets.WN` whose causal GEMM inference path works through time in
+    blocks of ``block`` samples, so that every layer's activations stay in cache.
+
+    The result is the same function as ``WN`` (one call still computes the whole sequence;
+    parameters, state dict and training path are ``WN``'s). Per block and layer, the dilated
+    taps come from a per-layer history of the last ``(kernel - 1) * dilation`` inputs (zeros
+    before the start, which is the causal zero padding). Since the skip sum only feeds the
+    linear output layer, each layer's skip weights are folded into it
+    (``W_end @ W_skip_i``, ``out_channels x n`` instead of ``n x n``): exact algebra, fewer
+    multiply-adds and no ``n x T`` skip accumulator.
+    """
+
+    block: int = 4096
+
+    def _forward_gemm(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        if not self.causal:  # pragma: no cover - the students' conditioners are causal
+            return super()._forward_gemm(x, cond)
+        n, k, n_layers, t_all = self.n_channels, self.kernel_size, self.n_layers, x.shape[1]
+        cc = self.cond_channels if cond is not None else 0
+        we = self.end.weight.reshape(self.end.weight.shape[0], n)
+        b_out = self.end.bias.clone()
+        layers = []
+        for i, (conv, res) in enumerate(zip(self.in_layers, self.res_skip_layers)):
+            # One GEMM per layer over the block buffer [taps oldest first (k * n rows, the
+            # last one is the layer input h itself); conditioning (cc rows); ones (1 row)]:
+            # the weight's columns are permuted to that tap-major layout, the bias rides on
+            # the ones row.
+            parts = [conv.weight.permute(0, 2, 1).reshape(2 * n, k * n)]
+            b = conv.bias
+            if cc:
+                rows = slice(2 * n * i, 2 * n * (i + 1))
+                parts.append(self.cond_layer.weight[rows].reshape(2 * n, cc))
+                b = b + self.cond_layer.bias[rows]
+            parts.append(b[:, None])
+            wr = res.weight.reshape(res.weight.shape[0], n)
+            br = res.bias
+            w_res = None
+            if i < n_layers - 1:  # residual weights with their bias column (ones row of acts)
+                w_res = torch.cat([wr[:n], br[:n, None]], dim=1)
+                wr, br = wr[n:], br[n:]
+            b_out = b_out + we @ br
+            layers.append(((k - 1) * conv.dilation[0], conv.dilation[0],
+                           torch.cat(parts, dim=1), w_res, we @ wr))
+        # the output's total bias rides on the first layer's ones row
+        w_out0 = layers[0][4]
+        layers[0] = layers[0][:4] + (torch.cat([w_out0, b_out[:, None]], dim=1),)
+        for i in range(1, n_layers):
+            layers[i] = layers[i][:4] + (torch.cat([layers[i][4], b_out.new_zeros(
+                b_out.shape[0], 1)], dim=1),)
+        hist = [x.new_zeros(n, r) for r, *_ in layers]
+        ws = self.start.weight.reshape(n, -1)
+        out = x.new_empty(we.shape[0], t_all)
+        buf = acts_buf = a = None
+        for t0 in range(0, t_all, self.block):
+            t1 = min(t_all, t0 + self.block)
+            tb = t1 - t0
+            if buf is None or buf.shape[1] != tb:
+                buf = x.new_empty(k * n + cc + 1, tb)
+                buf[k * n + cc].fill_(1.0)
+                acts_buf = x.new_empty(n + 1, tb)
+                acts_buf[n].fill_(1.0)
+                a = x.new_empty(2 * n, tb)
+            if cc:
+                buf[k * n:k * n + cc].copy_(cond[:, t0:t1])
+            h = buf[(k - 1) * n:k * n]  # the layer input lives in its own tap slot
+            torch.addmm(self.start.bias[:, None], ws, x[:, t0:t1], out=h)
+            acts = acts_buf[:n]
+            o = out[:, t0:t1]
+            for i, (r, d, w, w_res, w_out) in enumerate(layers):
+                hi = hist[i]
+                for j in range(k - 1):
+                    s = (k - 1 - j) * d
+                    dst = buf[j * n:(j + 1) * n]
+                    if s >= tb:
+                        dst.copy_(hi[:, r - s:r - s + tb])
+                    else:
+                        dst[:, :s].copy_(hi[:, r - s:])
+                        dst[:, s:].copy_(h[:, :tb - s])
+                if r:
+                    if tb >= r:
+                        hi.copy_(h[:, tb - r:])
+                    else:
+                        hi[:, :r - tb] = hi[:, tb:].clone()
+                        hi[:, r - tb:].copy_(h)
+                torch.mm(w, buf, out=a)
+                torch.tanh_(a[:n])
+                torch.mul(a[:n], torch.sigmoid_(a[n:]), out=acts)
+                if w_res is not None:
+                    h.addmm_(w_res, acts_buf)
+                if i == 0:
+                    torch.mm(w_out, acts_buf, out=o)
+                else:
+                    o.addmm_(w_out, acts_buf)
+        return out
+
+
+class ChainMap(ElementwiseMap):
+    """Composition of elementwise monotone maps, applied left to right: ``y = f_n(...f_1(x))``.
+
+    The parameters are the maps' parameter chunks one after another; the log-derivatives add.
+    Monotone maps compose to a monotone map, so e.g. ``ChainMap([MixLogisticMap(), AffineMap()])``
+    is a non-affine law with an explicit final scale and shift.
+
+    >>> import torch
+    >>> from vocoflow.flows import AffineMap, MixLogisticMap
+    >>> m = ChainMap([MixLogisticMap(2), AffineMap()]).double()
+    >>> x, p = torch.randn(3, 1, 5).double(), torch.randn(3, m.n_params, 5).double()
+    >>> y, ld = m(x, p)
+    >>> x2, ld2 = m.inverse(y, p)
+    >>> bool(torch.allclose(x2, x, atol=1e-9)), bool(torch.allclose(ld, -ld2))
+    (True, True)
+    """
+
+    def __init__(self, maps):
+        super().__init__()
+        self.maps = nn.ModuleList(maps)
+        self.n_params = sum(m.n_params for m in self.maps)
+
+    def _chunks(self, params):
+        if params.shape[1] % self.n_params:
+            raise ValueError(f"parameter tensor has {params.shape[1]} channels, not a multiple "
+                             f"of {self.n_params}")
+        c = params.shape[1] // self.n_params
+        out, off = [], 0
+        for m in self.maps:
+            out.append(params[:, off * c:(off + m.n_params) * c])
+            off += m.n_params
+        return out
+
+    def forward(self, x, params):
+        total = torch.zeros_like(x)
+        for m, p in zip(self.maps, self._chunks(params)):
+            x, ld = m.forward(x, p)
+            total = total + ld
+        return x, total
+
+    def inverse(self, y, params):
+        total = torch.zeros_like(y)
+        for m, p in reversed(list(zip(self.maps, self._chunks(params)))):
+            y, ld = m.inverse(y, p)
+            total = total + ld
+        return y, total
+
+
+@dataclass
+class StudentConfig:
+    """Hyper-parameters of :class:`IAFStudent`.
+
+    * ``flow_layers``: WN layers of each IAF flow (the flow count is its length).
+    * ``channels``, ``kernel_size``, ``dilation_cycle``: of every WN conditioner.
+    * ``map``: ``affine``, ``additive``, ``mixlogistic`` or a list of them (a composition,
+      applied in order); ``affine_scale``/``affine_clamp`` choose the affine log-scale
+      parametrisation, ``mix_components`` the logistics of ``mixlogistic``.
+    * ``noise``: base distribution, ``gaussian`` (ClariNet) or ``logistic`` (Parallel WaveNet).
+    * ``init_scale``: the untrained student outputs ``init_scale * z`` (the last flow's scale
+      bias is set so); 1.0 is the plain identity initialisation.
+
+    >>> StudentConfig(flow_layers=[2, 2], map=["mixlogistic", "affine"]).n_flows
+    2
+    """
+
+    n_mels: int = 80
+    hop_length: int = 256
+    flow_layers: list = field(default_factory=lambda: [10, 10, 10, 30])
+    channels: int = 64
+    kernel_size: int = 3
+    dilation_cycle: int = 10
+    map: str | list = "affine"
+    affine_scale: str = "softclamp"
+    affine_clamp: float = 5.0
+    mix_components: int = 4
+    noise: str = "gaussian"
+    init_scale: float = 1.0
+    upsample: str = "transpose"
+    upsample_kernel: int | None = None
+
+    def __post_init__(self):
+        for name in ("n_mels", "hop_length", "channels", "kernel_size", "dilation_cycle",
+                     "mix_components"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or v is None or int(v) != v or int(v) < 1:
+                raise ValueError(f"StudentConfig.{name} must be a positive integer, got {v!r}")
+            setattr(self, name, int(v))
+        if isinstance(self.flow_layers, int) or not self.flow_layers:
+            raise ValueError(f"StudentConfig.flow_layers must be a non-empty list, got "
+                             f"{self.flow_layers!r}")
+        self.flow_layers = [int(v) for v in self.flow_layers]
+        if min(self.flow_layers) < 1:
+            raise ValueError(f"StudentConfig.flow_layers must be positive, got {self.flow_layers}")
+        maps = [self.map] if isinstance(self.map, str) else list(self.map)
+        if not maps or any(m not in MAPS for m in maps):
+            raise ValueError(f"StudentConfig.map must be one of {MAPS} or a list of them, "
+                             f"got {self.map!r}")
+        self.map = maps[0] if len(maps) == 1 else maps
+        if self.noise not in NOISES:
+            raise ValueError(f"StudentConfig.noise must be one of {NOISES}, got {self.noise!r}")
+        if self.affine_scale not in ("exp", "softclamp", "sigmoid"):
+            raise ValueError(f"affine_scale must be exp, softclamp or sigmoid, got "
+                             f"{self.affine_scale!r}")
+        self.affine_clamp = float(self.affine_clamp)
+        self.init_scale = float(self.init_scale)
+        if not self.init_scale > 0:
+            raise ValueError(f"init_scale must be > 0, got {self.init_scale}")
+        if self.upsample not in ("transpose", "repeat"):
+            raise ValueError(f"upsample must be 'transpose' or 'repeat', got {self.upsample!r}")
+        if self.upsample_kernel is not None:
+            self.upsample_kernel = int(self.upsample_kernel)
+
+    @property
+    def n_flows(self) -> int:
+        return len(self.flow_layers)
+
+    @property
+    def maps(self) -> list[str]:
+        return [self.map] if isinstance(self.map, str) else list(self.map)
+
+    @property
+    def affine(self) -> bool:
+        """Every step is affine (or a shift): the student is one affine map per time step."""
+        return all(m in ("affine", "additive") for m in self.maps)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["flow_layers"] = list(self.flow_layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict, features=None) -> "StudentConfig":
+        return config_from_dict(cls, data, "iaf_student", features)
+
+
+def _scale_bias(m: ElementwiseMap, log_s: float):
+    """``(channel offset in the map's params, raw value)`` that gives the map the log-scale
+    ``log_s`` when everything else is zero; ``None`` when the map has no scale."""
+    if isinstance(m, AffineMap):
+        if m.scale == "exp":
+            return 0, log_s
+        if m.scale == "softclamp":
+            if abs(log_s) >= m.clamp:
+                raise ValueError(f"init_scale exp({log_s:.3g}) is outside the soft clamp "
+                                 f"exp(+-{m.clamp})")
+            return 0, m.clamp * math.atanh(log_s / m.clamp)
+        s = math.exp(log_s) / 2
+        if not 0 < s < 1:
+            raise ValueError("init_scale must be < 2 for the sigmoid scale")
+        return 0, math.log(s) - math.log1p(-s)
+    if isinstance(m, MixLogisticMap):
+        if abs(log_s) >= m.max_log_a:
+            raise ValueError(f"init_scale exp({log_s:.3g}) is outside exp(+-{m.max_log_a})")
+        return 3 * m.k, m.max_log_a * math.atanh(log_s / m.max_log_a)
+    if isinstance(m, ChainMap):
+        off = 0
+        found = None
+        for sub in m.maps:
+            r = _scale_bias(sub, log_s)
+            if r is not None:
+                found = (off + r[0], r[1])
+            off += sub.n_params
+        return found
+    return None
+
+
+class IAFStudent(nn.Module):
+    """A Parallel WaveNet / ClariNet student (van den Oord et al., 2018, "Parallel WaveNet";
+    Ping et al., 2019, "ClariNet"): noise to audio through a stack of mel-conditioned IAFs.
+
+    * ``forward(noise (B, T), mel (B, n_mels, frames), sigma=1.0) -> dict``: the training pass
+      (reparameterised sample with its exact density): ``audio`` ``(B, T)``; ``z`` the base
+      noise; ``logdet`` the per-step ``log|dx_t/dz_t|`` ``(B, T)``; ``log_q`` the per-step
+      ``log p_z(z_t) - logdet_t`` (summing over ``t`` gives ``log q(audio)``); for an affine
+      stack also ``mu``/``log_scale`` ``(B, T)`` with ``x_t = mu_t + exp(log_scale_t) e_t``,
+      ``e_t`` standard base noise (``sigma`` included).
+    * ``infer(mel, sigma=1.0, noise=None, generator=None) -> (B, frames * hop)``: synthesis,
+      one conditioner evaluation per flow. ``noise`` is unit *normal* noise (the
+      :class:`~vocoflow.vocoders.Vocoder` convention); a logistic student maps it to logistic
+      noise by the exact quantile transform ``logit(Phi(n))``.
+    * ``log_prob(audio, mel, sigma=1.0) -> (B,)``: ``log q(audio | mel)`` by inverting the IAFs
+      (sequential: ``T`` conditioner evaluations per flow; for tests and small inputs).
+
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> s = IAFStudent(n_mels=4, hop_length=8, flow_layers=[2, 3], channels=8, map="mixlogistic")
+    >>> mel = torch.randn(2, 4, 3)
+    >>> s.infer(mel).shape
+    torch.Size([2, 24])
+    >>> out = s(torch.randn(2, 24), mel)
+    >>> sorted(out), out["log_q"].shape
+    (['audio', 'log_q', 'logdet', 'z'], torch.Size([2, 24]))
+    """
+
+    def __init__(self, config: StudentConfig | dict | None = None, **overrides):
+        super().__init__()
+        if config is None:
+            config = StudentConfig(**overrides)
+        elif isinstance(config, dict):
+            config = StudentConfig.from_dict({**config, **overrides})
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = cfg = config
+        self.upsample = MelUpsampler(cfg.n_mels, cfg.hop_length, cfg.upsample, cfg.upsample_kernel)
+        self.flows = nn.ModuleList(
+            IAF(1, map=self._make_map(), conditioner=self._wn_factory(layers),
+                cond_channels=cfg.n_mels)
+            for layers in cfg.flow_layers)
+        self.base = Normal() if cfg.noise == "gaussian" else Logistic()
+        if cfg.init_scale != 1.0:
+            last = self.flows[-1]
+            r = _scale_bias(last.map, math.log(cfg.init_scale))
+            if r is None:
+                raise ValueError(f"init_scale needs a map with a scale, not {cfg.map!r}")
+            with torch.no_grad():
+                last.net.end.bias[r[0]] = r[1]
+
+    def _make_map(self) -> ElementwiseMap:
+        cfg = self.config
+
+        def one(kind):
+            if kind == "affine":
+                return AffineMap(scale=cfg.affine_scale, clamp=cfg.affine_clamp)
+            if kind == "mixlogistic":
+                return MixLogisticMap(n_components=cfg.mix_components)
+            return make_map(kind)
+
+        maps = [one(k) for k in cfg.maps]
+        return maps[0] if len(maps) == 1 else ChainMap(maps)
+
+    def _wn_factory(self, layers: int):
+        cfg = self.config
+
+        def make(in_ch, out_ch, cond_ch):
+            return BlockedWN(in_ch, out_ch, cond_ch, n_layers=layers, n_channels=cfg.channels,
+                             kernel_size=cfg.kernel_size, causal=True,
+                             dilation_cycle=cfg.dilation_cycle)
+
+        return make
+
+    # -- information --------------------------------------------------------------------------
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def n_mels(self) -> int:
+        return self.config.n_mels
+
+    @property
+    def is_affine(self) -> bool:
+        return self.config.affine
+
+    def conditioners(self) -> list[nn.Module]:
+        return [f.net for f in self.flows]
+
+    def n_params(self, trainable_only: bool = True) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def macs_per_sample(self) -> float:
+        """Multiply-accumulates of synthesis per output sample (weights only; analytic)."""
+        return sum(f.net.macs_per_step() for f in self.flows) + self.upsample.macs_per_sample()
+
+    @property
+    def receptive_field(self) -> int:
+        """Past noise samples one output sample depends on (plus itself)."""
+        return 1 + sum(f.net.context[0] for f in self.flows)
+
+    @property
+    def context_frames(self) -> int:
+        """Frames of context after which a sample no longer depends on the mel or noise (the
+        causal receptive field of the stack plus the upsampler's); chunked synthesis with it
+        equals unchunked synthesis up to rounding."""
+        return math.ceil(self.receptive_field / self.hop_length) + max(self.upsample.context_frames)
+
+    def remove_weight_norm(self) -> "IAFStudent":
+        for m in self.conditioners():
+            m.remove_weight_norm()
+        return self
+
+    def has_weight_norm(self) -> bool:
+        return any(m.has_weight_norm() for m in self.conditioners())
+
+    def inference_context(self):
+        return torch.inference_mode()
+
+    # -- the model ----------------------------------------------------------------------------
+    def condition(self, mel: torch.Tensor) -> torch.Tensor:
+        if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
+            raise ValueError(f"mel must be (B, {self.config.n_mels}, frames), got {tuple(mel.shape)}")
+        return self.upsample(mel)
+
+    def base_noise(self, noise: torch.Tensor) -> torch.Tensor:
+        """Unit-normal noise to the student's standard base noise (identity for ``gaussian``,
+        ``logit(Phi(n))`` for ``logistic``: an exact quantile transform)."""
+        if self.config.noise == "gaussian":
+            return noise
+        return torch.special.log_ndtr(noise) - torch.special.log_ndtr(-noise)
+
+    def _base_logpdf(self, z: torch.Tensor, sigma: float) -> torch.Tensor:
+        """Elementwise log-density of the base at temperature ``sigma``."""
+        if self.config.noise == "gaussian":
+            return -0.5 * (z / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
+        u = z / sigma
+        return -u - 2 * torch.nn.functional.softplus(-u) - math.log(sigma)
+
+    def _noise(self, mel, noise, generator):
+        b, t = mel.shape[0], mel.shape[-1] * self.hop_length
+        if noise is None:
+            noise = torch.randn(b, t, generator=generator, dtype=mel.dtype,
+                                device=generator.device if generator is not None else mel.device)
+        if noise.dim() == 3 and noise.shape[1] == 1:
+            noise = noise[:, 0]
+        if tuple(noise.shape) != (b, t):
+            raise ValueError(f"noise must have shape {(b, t)} (unit normal, sample layout), got "
+                             f"{tuple(noise.shape)}")
+        return noise.to(device=mel.device, dtype=mel.dtype)
+
+    def forward(self, noise: torch.Tensor | None, mel: torch.Tensor, sigma: float = 1.0,
+                data: torch.Tensor | None = None) -> dict:
+        """The sampling pass with its exact density (see the class docstring).
+
+        With ``data`` (audio ``(B, T)``) it instead returns ``{"log_prob": log q(data | mel)}``
+        (:meth:`log_prob`; sequential), so that a DDP-wrapped student can be trained on outside
+        samples (forward KL) through its ``forward``."""
+        if data is not None:
+            return {"log_prob": self.log_prob(data, mel, sigma)}
+        if noise is None:
+            raise ValueError("the sampling pass needs noise (B, T)")
+        noise = self._noise(mel, noise, None)
+        z = self.base_noise(noise) * sigma
+        cond = self.condition(mel)
+        x = z[:, None]
+        logdet = torch.zeros_like(x)
+        affine = self.is_affine
+        mu = torch.zeros_like(x) if affine else None
+        for flow in self.flows:
+            params = flow.net(x, cond)
+            x, ld = flow.map.forward(x, params)
+            logdet = logdet + ld
+            if affine:
+                # x_new = x * s + t, so (mu, s) of the whole stack compose the same way
+                t = params[:, 1:2] if isinstance(flow.map, AffineMap) else params
+                mu = mu * torch.exp(ld) + t
+        out = {"audio": x[:, 0], "z": z, "logdet": logdet[:, 0],
+               "log_q": self._base_logpdf(z, sigma) - logdet[:, 0]}
+        if affine:
+            out["mu"] = mu[:, 0]
+            out["log_scale"] = logdet[:, 0] + math.log(sigma)
+        return out
+
+    def infer(self, mel: torch.Tensor, sigma: float = 1.0, noise: torch.Tensor | None = None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+        """Synthesise ``(B, frames * hop)`` from ``mel (B, n_mels, frames)`` in one pass."""
+        if mel.dim() == 2:
+            mel = mel[None]
+        z = self.base_noise(self._noise(mel, noise, generator)) * sigma
+        cond = self.condition(mel)
+        x = z[:, None]
+        for flow in self.flows:
+            x, _ = flow.inverse(x, cond)
+        return x[:, 0]
+
+    def log_prob(self, audio: torch.Tensor, mel: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+        """``log q(audio | mel)``, ``(B,)``, by inverting every IAF (sequential and slow)."""
+        if audio.dim() == 2:
+            audio = audio[:, None]
+        cond = self.condition(mel)
+        x, total = audio.to(mel.dtype), audio.new_zeros(audio.shape[0], dtype=mel.dtype)
+        for flow in reversed(self.flows):
+            x, ld = flow(x, cond)
+            total = total + ld
+        return self._base_logpdf(x[:, 0], sigma).sum(dim=-1) + total

@@ -1,0 +1,388 @@
+"""Autoregressive WaveNet teachers for probability density distillation.
+
+:class:`WaveNetTeacher` models ``p(x | mel) = prod_t p(x_t | x_<t, mel)`` with a strictly causal,
+mel-conditioned WaveNet (:class:`~vocoflow.nets.WN` with ``causal=True`` and dilation stacks).
+The per-step output law is either a single Gaussian (ClariNet; Ping et al., 2019) or a
+continuous mixture of logistics (Parallel WaveNet; van den Oord et al., 2018).
+
+* Training (teacher forcing) is one parallel pass: ``log_prob(audio, mel)``.
+* Seen as a flow (a masked autoregressive flow), ``forward(audio, mel) -> (z, logdet)`` maps the
+  audio to i.i.d. base noise (``base``: standard Normal for the Gaussian output, standard
+  Logistic for the mixture, ``z = logit(CDF(x))``), so ``base.log_prob(z) + logdet`` is the
+  exact log-likelihood.
+* Sampling is sequential. :meth:`WaveNetTeacher.sample` with ``method="cached"`` keeps, for every
+  layer, a ring buffer of its last ``(kernel - 1) * dilation`` inputs (the "fast generation"
+  queues of Paine et al., 2016), so each new sample costs ``O(layers)`` work, not
+  ``O(receptive field)``; ``method="naive"`` recomputes the whole causal network for every
+  sample (``O(T^2)``; the reference the cached sampler is tested against).
+
+The distillation losses use :meth:`WaveNetTeacher.gaussian_params` (per-step mean and
+log-scale given ``x_<t``) for the closed-form KL and :meth:`WaveNetTeacher.log_prob` otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vocoflow.flows import Logistic, Normal
+from vocoflow.flows.elementwise import mixlogistic_logcdf, mixlogistic_logpdf
+from vocoflow.nets.upsample import MelUpsampler
+from vocoflow.nets.wavenet import WN
+
+__all__ = ["WaveNetTeacherConfig", "WaveNetTeacher", "OUTPUTS", "config_from_dict"]
+
+OUTPUTS = ("gaussian", "mixlogistic")
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def config_from_dict(cls, data: dict, type_name: str, features=None):
+    """Shared ``from_dict`` of the model config dataclasses: ``type`` must be ``type_name``;
+    ``features`` (a :class:`~vocoflow.audio.MelConfig` or dict) supplies ``n_mels`` and
+    ``hop_length`` (and must agree with them when they are given)."""
+    data = dict(data)
+    kind = data.pop("type", type_name)
+    if kind != type_name:
+        raise ValueError(f"model type {kind!r} is not {type_name!r}")
+    if features is not None:
+        f = features if isinstance(features, dict) else features.to_dict()
+        for key in ("n_mels", "hop_length"):
+            if key in f:
+                if key in data and data[key] is not None and int(data[key]) != int(f[key]):
+                    raise ValueError(f"model {key}={data[key]} disagrees with the features' "
+                                     f"{key}={f[key]}")
+                data[key] = f[key]
+    known = {fl.name for fl in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return cls(**data)
+
+
+def _positive_ints(obj, names):
+    for name in names:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or v is None or int(v) != v or int(v) < 1:
+            raise ValueError(f"{type(obj).__name__}.{name} must be a positive integer, got {v!r}")
+        setattr(obj, name, int(v))
+
+
+@dataclass
+class WaveNetTeacherConfig:
+    """Hyper-parameters of :class:`WaveNetTeacher`.
+
+    ``n_layers`` causal dilated layers (dilations ``2**(i % dilation_cycle)``), ``channels``
+    residual/skip width, ``kernel_size`` taps (2 as in WaveNet). ``output`` is ``gaussian``
+    (ClariNet) or ``mixlogistic`` (``mix_components`` logistics). Predicted log-scales are
+    clamped below at ``min_log_scale``. ``upsample``/``upsample_kernel`` as in WaveGlow.
+
+    >>> WaveNetTeacherConfig.from_dict({"type": "wavenet_teacher", "n_layers": 4},
+    ...                                features={"n_mels": 8, "hop_length": 16}).n_mels
+    8
+    """
+
+    n_mels: int = 80
+    hop_length: int = 256
+    n_layers: int = 20
+    dilation_cycle: int = 10
+    channels: int = 64
+    kernel_size: int = 2
+    output: str = "gaussian"
+    mix_components: int = 10
+    min_log_scale: float = -7.0
+    upsample: str = "transpose"
+    upsample_kernel: int | None = None
+
+    def __post_init__(self):
+        _positive_ints(self, ("n_mels", "hop_length", "n_layers", "dilation_cycle", "channels",
+                              "kernel_size", "mix_components"))
+        self.min_log_scale = float(self.min_log_scale)
+        if self.upsample_kernel is not None:
+            self.upsample_kernel = int(self.upsample_kernel)
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
+        if self.upsample not in ("transpose", "repeat"):
+            raise ValueError(f"upsample must be 'transpose' or 'repeat', got {self.upsample!r}")
+
+    @property
+    def n_out(self) -> int:
+        return 2 if self.output == "gaussian" else 3 * self.mix_components
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, features=None) -> "WaveNetTeacherConfig":
+        return config_from_dict(cls, data, "wavenet_teacher", features)
+
+
+class WaveNetTeacher(nn.Module):
+    """Mel-conditioned autoregressive WaveNet (van den Oord et al., 2016) with a Gaussian
+    (ClariNet, Ping et al., 2019) or mixture-of-logistics (Parallel WaveNet, van den Oord et
+    al., 2018) output per sample.
+
+    * ``log_prob(audio (B, T), mel (B, n_mels, frames), sigma=1.0) -> (B,)`` nats.
+    * ``forward(audio, mel) -> (z, logdet)``: the flow view (``base.log_prob(z) + logdet``).
+    * ``gaussian_params(audio, mel) -> (mu, log_scale)``, each ``(B, T)``, given ``x_<t``.
+    * ``infer(mel, sigma=1.0, noise=None, generator=None) -> (B, frames * hop)``: sequential
+      sampling with cached activations (slow: one network step per sample).
+
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> m = WaveNetTeacher(n_mels=4, hop_length=8, n_layers=4, dilation_cycle=2, channels=8)
+    >>> audio, mel = 0.1 * torch.randn(2, 24), torch.randn(2, 4, 3)
+    >>> m.log_prob(audio, mel).shape, m.infer(mel).shape
+    (torch.Size([2]), torch.Size([2, 24]))
+    >>> torch.nn.init.normal_(m.net.end.weight, std=0.1)  # doctest: +ELLIPSIS
+    Parameter...
+    >>> noise = torch.randn(2, 24)
+    >>> cached = m.sample(mel, noise=noise, method="cached")
+    >>> bool(torch.allclose(cached, m.sample(mel, noise=noise, method="naive"), atol=1e-5))
+    True
+    """
+
+    def __init__(self, config: WaveNetTeacherConfig | dict | None = None, **overrides):
+        super().__init__()
+        if config is None:
+            config = WaveNetTeacherConfig(**overrides)
+        elif isinstance(config, dict):
+            config = WaveNetTeacherConfig.from_dict({**config, **overrides})
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = cfg = config
+        self.upsample = MelUpsampler(cfg.n_mels, cfg.hop_length, cfg.upsample, cfg.upsample_kernel)
+        self.net = WN(1, cfg.n_out, cfg.n_mels, n_layers=cfg.n_layers, n_channels=cfg.channels,
+                      kernel_size=cfg.kernel_size, causal=True,
+                      dilation_cycle=cfg.dilation_cycle)
+        self.base = Normal() if cfg.output == "gaussian" else Logistic()
+
+    # -- information --------------------------------------------------------------------------
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def n_mels(self) -> int:
+        return self.config.n_mels
+
+    @property
+    def receptive_field(self) -> int:
+        """Past samples one output step can depend on (plus itself)."""
+        return self.net.receptive_field
+
+    @property
+    def context_frames(self) -> int:
+        """Frames of left context that a sample depends on (for chunked synthesis this is an
+        approximation: an autoregressive sampler does not restart exactly)."""
+        return math.ceil(self.net.receptive_field / self.hop_length) + max(self.upsample.context_frames)
+
+    def n_params(self, trainable_only: bool = True) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def macs_per_sample(self) -> float:
+        return self.net.macs_per_step() + self.upsample.macs_per_sample()
+
+    def conditioners(self) -> list[nn.Module]:
+        return [self.net]
+
+    def remove_weight_norm(self) -> "WaveNetTeacher":
+        self.net.remove_weight_norm()
+        return self
+
+    def has_weight_norm(self) -> bool:
+        return self.net.has_weight_norm()
+
+    def inference_context(self):
+        return torch.inference_mode()
+
+    # -- the density --------------------------------------------------------------------------
+    def condition(self, mel: torch.Tensor) -> torch.Tensor:
+        """Mel ``(B, n_mels, frames)`` upsampled to ``(B, n_mels, frames * hop)``."""
+        if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
+            raise ValueError(f"mel must be (B, {self.config.n_mels}, frames), got {tuple(mel.shape)}")
+        return self.upsample(mel)
+
+    def _audio(self, audio: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+        if audio.dim() == 3 and audio.shape[1] == 1:
+            audio = audio[:, 0]
+        if audio.dim() != 2:
+            raise ValueError(f"audio must be (B, T) or (B, 1, T), got {tuple(audio.shape)}")
+        if audio.shape[-1] != mel.shape[-1] * self.hop_length:
+            raise ValueError(f"audio of {audio.shape[-1]} samples does not match {mel.shape[-1]} "
+                             f"mel frames x hop {self.hop_length}")
+        return audio
+
+    def split_params(self, out: torch.Tensor, sigma: float = 1.0):
+        """Raw network output ``(B, n_out, ...)`` to the law's parameters: ``(mu, log_scale)``
+        for the Gaussian, ``(logits, means, log_scales)`` (mixture on dim 1) for the mixture.
+        Log-scales are clamped at ``min_log_scale``; ``sigma`` (temperature) multiplies the
+        scales."""
+        cfg = self.config
+        shift = math.log(sigma) if sigma != 1.0 else 0.0
+        if cfg.output == "gaussian":
+            mu, ls = out[:, 0], out[:, 1]
+            return mu, ls.clamp(min=cfg.min_log_scale) + shift
+        k = cfg.mix_components
+        logits, means, ls = out[:, :k], out[:, k:2 * k], out[:, 2 * k:3 * k]
+        return logits, means, ls.clamp(min=cfg.min_log_scale) + shift
+
+    def params(self, audio: torch.Tensor, mel: torch.Tensor, sigma: float = 1.0):
+        """The per-step law parameters given ``x_<t`` (teacher forcing, one parallel pass)."""
+        x = self._audio(audio, mel)
+        out = self.net(x[:, None].to(mel.dtype), self.condition(mel))
+        return self.split_params(out, sigma)
+
+    def gaussian_params(self, audio, mel, sigma: float = 1.0):
+        """``(mu, log_scale)`` of ``p(x_t | x_<t, mel)``, each ``(B, T)`` (Gaussian output)."""
+        if self.config.output != "gaussian":
+            raise ValueError("gaussian_params needs a teacher with output: gaussian")
+        return self.params(audio, mel, sigma)
+
+    def step_log_prob(self, audio, mel, sigma: float = 1.0) -> torch.Tensor:
+        """``log p(x_t | x_<t, mel)`` per sample, ``(B, T)``."""
+        x = self._audio(audio, mel).to(mel.dtype)
+        p = self.params(x, mel, sigma)
+        if self.config.output == "gaussian":
+            mu, ls = p
+            return -0.5 * ((x - mu) * torch.exp(-ls)) ** 2 - ls - 0.5 * _LOG_2PI
+        logits, means, ls = p
+        return mixlogistic_logpdf(x, logits, means, ls)
+
+    def log_prob(self, audio, mel, sigma: float = 1.0) -> torch.Tensor:
+        """``log p(audio | mel)`` in nats per utterance, ``(B,)``."""
+        return self.step_log_prob(audio, mel, sigma).sum(dim=-1)
+
+    def nll(self, audio, mel, sigma: float = 1.0) -> torch.Tensor:
+        """Mean negative log-likelihood in nats per audio sample (a scalar)."""
+        return -self.step_log_prob(audio, mel, sigma).mean()
+
+    def forward(self, audio, mel):
+        """``(z, logdet)`` with ``z`` in the base space ``(B, T)``, ``logdet = log|dz/dx|``."""
+        x = self._audio(audio, mel).to(mel.dtype)
+        p = self.params(x, mel)
+        if self.config.output == "gaussian":
+            mu, ls = p
+            return (x - mu) * torch.exp(-ls), -ls.sum(dim=-1)
+        logits, means, ls = p
+        log_c, log_1mc = mixlogistic_logcdf(x, logits, means, ls)
+        logpdf = mixlogistic_logpdf(x, logits, means, ls)
+        return log_c - log_1mc, (logpdf - log_c - log_1mc).sum(dim=-1)
+
+    # -- sampling -----------------------------------------------------------------------------
+    def _draw(self, out: torch.Tensor, n: torch.Tensor, sigma: float) -> torch.Tensor:
+        """One sample per row from the law with raw parameters ``out (B, n_out)``, driven by the
+        unit-normal ``n (B,)`` only (so cached and naive sampling use the same randomness)."""
+        p = self.split_params(out[..., None], sigma)
+        if self.config.output == "gaussian":
+            mu, ls = p
+            return (mu + torch.exp(ls) * n[:, None])[:, 0]
+        logits, means, ls = p
+        # u ~ U(0, 1) picks the component by the cumulative weights; the position of u inside
+        # the chosen component's interval is again uniform and drives the logistic quantile.
+        u = torch.special.ndtr(n.double()).to(out.dtype)[:, None]
+        w = torch.softmax(logits[..., 0], dim=1)
+        cw = torch.cumsum(w, dim=1)
+        k = (cw < u).sum(dim=1, keepdim=True).clamp(max=w.shape[1] - 1)
+        lo = torch.gather(cw - w, 1, k)
+        wk = torch.gather(w, 1, k)
+        eps = torch.finfo(out.dtype).eps
+        v = ((u - lo) / wk.clamp_min(eps)).clamp(eps, 1 - eps)
+        mu = torch.gather(means[..., 0], 1, k)
+        s = torch.exp(torch.gather(ls[..., 0], 1, k))
+        return (mu + s * (torch.log(v) - torch.log1p(-v)))[:, 0]
+
+    def _noise(self, mel, noise, generator):
+        b, t = mel.shape[0], mel.shape[-1] * self.hop_length
+        if noise is None:
+            noise = torch.randn(b, t, generator=generator, dtype=mel.dtype,
+                                device=generator.device if generator is not None else mel.device)
+        if noise.dim() == 3:
+            noise = noise[:, 0]
+        if tuple(noise.shape) != (b, t):
+            raise ValueError(f"noise must have shape {(b, t)}, got {tuple(noise.shape)}")
+        return noise.to(device=mel.device, dtype=mel.dtype)
+
+    @torch.no_grad()
+    def sample(self, mel: torch.Tensor, sigma: float = 1.0, noise: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, method: str = "cached") -> torch.Tensor:
+        """Ancestral sampling ``(B, frames * hop)`` from ``mel (B, n_mels, frames)``.
+
+        ``noise`` is unit-normal ``(B, T)`` (one value per sample drives the draw), ``sigma``
+        multiplies the predicted scales. ``method``: ``cached`` (per-layer queues, ``O(layers)``
+        per sample) or ``naive`` (recompute the network, ``O(T)`` per sample)."""
+        if mel.dim() == 2:
+            mel = mel[None]
+        noise = self._noise(mel, noise, generator)
+        cond = self.condition(mel)
+        if method == "cached":
+            return self._sample_cached(cond, noise, sigma)
+        if method == "naive":
+            return self._sample_naive(cond, noise, sigma)
+        raise ValueError(f"method must be 'cached' or 'naive', got {method!r}")
+
+    def infer(self, mel: torch.Tensor, sigma: float = 1.0, noise: torch.Tensor | None = None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+        """Synthesis for the :class:`~vocoflow.vocoders.Vocoder` API (cached sampler)."""
+        return self.sample(mel, sigma=sigma, noise=noise, generator=generator)
+
+    def _sample_naive(self, cond, noise, sigma):
+        b, t = noise.shape
+        x = noise.new_zeros(b, 1, t)
+        for i in range(t):
+            out = self.net(x, cond)[..., i]
+            x[:, 0, i] = self._draw(out, noise[:, i], sigma)
+        return x[:, 0]
+
+    def _sample_cached(self, cond, noise, sigma, block: int = 4096):
+        net = self.net
+        dt = net.end.weight.dtype
+        b, t = noise.shape
+        n, k = net.n_channels, net.kernel_size
+        ws, bs = net.start.weight[:, :, 0].to(dt), net.start.bias.to(dt)
+        layers = []
+        for i, (conv, res) in enumerate(zip(net.in_layers, net.res_skip_layers)):
+            d = conv.dilation[0]
+            wi = conv.weight.permute(0, 2, 1).reshape(2 * n, k * n)  # rows: taps oldest first
+            ring = cond.new_zeros(b, n, (k - 1) * d, dtype=dt) if k > 1 else None
+            layers.append((d, wi.t().contiguous(), conv.bias, res.weight[:, :, 0].t().contiguous(),
+                           res.bias, ring))
+        we, be = net.end.weight[:, :, 0].t().contiguous(), net.end.bias
+        wc = net.cond_layer.weight if net.cond_layer is not None else None
+        bc = net.cond_layer.bias if net.cond_layer is not None else None
+        out_x = noise.new_empty(b, t)
+        x_prev = noise.new_zeros(b, 1, dtype=dt)
+        last = len(layers) - 1
+        for t0 in range(0, t, block):
+            t1 = min(t, t0 + block)
+            # (B, blk, 2 n L): every layer's conditioning input for this block
+            c_blk = F.conv1d(cond[..., t0:t1].to(dt), wc, bc).transpose(1, 2) if wc is not None else None
+            for step in range(t0, t1):
+                h = torch.addmm(bs, x_prev, ws.t())
+                skip = None
+                for i, (d, wi, bi, wr, br, ring) in enumerate(layers):
+                    if ring is not None:
+                        r = ring.shape[-1]
+                        taps = [ring[:, :, (step - m * d) % r] for m in range(k - 1, 0, -1)]
+                        inp = torch.cat(taps + [h], dim=1)
+                        ring[:, :, step % r] = h
+                    else:
+                        inp = h
+                    bias = bi if c_blk is None else bi + c_blk[:, step - t0, 2 * n * i:2 * n * (i + 1)]
+                    a = torch.addmm(bias, inp, wi) if bias.dim() == 1 else inp @ wi + bias
+                    acts = torch.tanh(a[:, :n]) * torch.sigmoid(a[:, n:])
+                    rs = torch.addmm(br, acts, wr)
+                    if i < last:
+                        h = h + rs[:, :n]
+                        skip = rs[:, n:] if skip is None else skip + rs[:, n:]
+                    else:
+                        skip = rs if skip is None else skip + rs
+                out = torch.addmm(be, skip, we)
+                xt = self._draw(out.to(noise.dtype), noise[:, step], sigma)
+                out_x[:, step] = xt
+                x_prev = xt[:, None].to(dt)
+        return out_x

@@ -1,0 +1,401 @@
+"""WaveGlow (Prenger et al., 2019): a mel-conditioned Glow over groups of audio samples.
+
+The whole model is one bijector from :mod:`vocoflow.flows`::
+
+    Sequential(Squeeze(n_group),
+               [Invertible1x1Conv, Coupling] x n_early_every,
+               Split(n_early_size, Sequential([Invertible1x1Conv, Coupling] x n_early_every,
+                                              Split(n_early_size, ...))))
+
+so audio ``(B, T)`` becomes a latent ``(B, n_group, T / n_group)``; the early outputs are the
+first ``n_early_size`` channels at each level (WaveGlow's layout). Every coupling is conditioned
+on the mel upsampled to the sample rate and squeezed the same way as the audio:
+``(B, n_mels, T) -> (B, n_mels * n_group, T / n_group)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vocoflow.flows import (
+    AdditiveCoupling, AffineCoupling, Invertible1x1Conv, MixLogisticCoupling, Normal, Sequential,
+    Split, Squeeze,
+)
+from vocoflow.nets.upsample import MelUpsampler
+from vocoflow.nets.wavenet import WN
+
+try:  # written in its own module; optional until present
+    from vocoflow.flows import ResidualBlock
+except ImportError:  # pragma: no cover
+    ResidualBlock = None
+
+__all__ = ["WaveGlowConfig", "WaveGlow", "COUPLINGS", "bf16_conditioners"]
+
+COUPLINGS = ("affine", "additive", "mixlogistic", "residual")
+
+
+@dataclass
+class WaveGlowConfig:
+    """Hyper-parameters of :class:`WaveGlow` (defaults: NVIDIA's published model).
+
+    ``n_mels`` and ``hop_length`` must match the feature front end (:class:`MelConfig`);
+    :meth:`from_dict` fills them from it. ``coupling`` is ``affine`` (RealNVP/WaveGlow; the
+    scale parametrisation is ``affine_scale``: ``exp`` as in WaveGlow or the bounded
+    ``softclamp``), ``additive`` (NICE), ``mixlogistic`` (Flow++, ``mix_components``) or
+    ``residual`` (an i-ResNet :class:`~vocoflow.flows.ResidualBlock` on all channels,
+    ``residual_*`` fields; ``residual_logdet``: ``exact``, ``series`` or ``unbiased``).
+    ``lu`` selects the LU-parametrised invertible 1x1 convolution. ``upsample`` is
+    ``transpose`` (learned, kernel ``upsample_kernel``, default ``4 * hop``) or ``repeat``.
+
+    >>> cfg = WaveGlowConfig(n_flows=4, n_early_every=2)
+    >>> WaveGlowConfig.from_dict(cfg.to_dict()) == cfg
+    True
+    >>> cfg.level_channels()
+    [8, 6]
+    """
+
+    n_mels: int = 80
+    hop_length: int = 256
+    n_group: int = 8
+    n_flows: int = 12
+    n_early_every: int = 4
+    n_early_size: int = 2
+    wn_layers: int = 8
+    wn_channels: int = 256
+    wn_kernel_size: int = 3
+    lu: bool = False
+    coupling: str = "affine"
+    affine_scale: str = "softclamp"
+    affine_clamp: float = 5.0
+    mix_components: int = 4
+    residual_hidden: int = 64
+    residual_layers: int = 3
+    residual_logdet: str = "series"
+    residual_coeff: float = 0.97
+    upsample: str = "transpose"
+    upsample_kernel: int | None = None
+
+    def __post_init__(self):
+        for name in ("n_mels", "hop_length", "n_group", "n_flows", "wn_layers", "wn_channels",
+                     "wn_kernel_size", "mix_components", "residual_hidden", "residual_layers"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v or int(v) < 1:
+                raise ValueError(f"WaveGlowConfig.{name} must be a positive integer, got {v!r}")
+            setattr(self, name, int(v))
+        for name in ("n_early_every", "n_early_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v or int(v) < 0:
+                raise ValueError(f"WaveGlowConfig.{name} must be a non-negative integer, got {v!r}")
+            setattr(self, name, int(v))
+        self.lu = bool(self.lu)
+        self.affine_clamp = float(self.affine_clamp)
+        self.residual_coeff = float(self.residual_coeff)
+        if self.upsample_kernel is not None:
+            self.upsample_kernel = int(self.upsample_kernel)
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {COUPLINGS}, got {self.coupling!r}")
+        if self.affine_scale not in ("exp", "softclamp", "sigmoid"):
+            raise ValueError(f"affine_scale must be exp, softclamp or sigmoid, got {self.affine_scale!r}")
+        if self.upsample not in ("transpose", "repeat"):
+            raise ValueError(f"upsample must be 'transpose' or 'repeat', got {self.upsample!r}")
+        if self.hop_length % self.n_group:
+            raise ValueError(f"hop_length {self.hop_length} must be a multiple of n_group "
+                             f"{self.n_group} (so that every frame is whole groups of samples)")
+        if self.wn_kernel_size % 2 == 0:
+            raise ValueError(f"wn_kernel_size must be odd, got {self.wn_kernel_size}")
+        if self.level_channels()[-1] < 2:
+            raise ValueError(f"n_group {self.n_group} leaves {self.level_channels()[-1]} channel(s) "
+                             f"after the early outputs; couplings need at least 2")
+
+    # -- derived layout -----------------------------------------------------------------------
+    def _splits(self) -> bool:
+        return self.n_early_every > 0 and self.n_early_size > 0
+
+    def level_channels(self) -> list[int]:
+        """Channels seen by each level (a new level starts after every early output)."""
+        if not self._splits():
+            return [self.n_group]
+        n_levels = (self.n_flows - 1) // self.n_early_every + 1
+        return [self.n_group - i * self.n_early_size for i in range(n_levels)]
+
+    def flow_channels(self) -> list[int]:
+        """Channels of each of the ``n_flows`` steps."""
+        if not self._splits():
+            return [self.n_group] * self.n_flows
+        return [self.n_group - (k // self.n_early_every) * self.n_early_size
+                for k in range(self.n_flows)]
+
+    @property
+    def cond_channels(self) -> int:
+        return self.n_mels * self.n_group
+
+    # -- (de)serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, features=None) -> "WaveGlowConfig":
+        """Build from a dict (``type: waveglow`` allowed and ignored). ``features`` (a
+        :class:`~vocoflow.audio.MelConfig` or dict) supplies ``n_mels``/``hop_length`` when absent
+        and must agree with them when present."""
+        data = dict(data)
+        kind = data.pop("type", "waveglow")
+        if kind != "waveglow":
+            raise ValueError(f"model type {kind!r} is not 'waveglow'")
+        if features is not None:
+            f = features if isinstance(features, dict) else features.to_dict()
+            for mine, theirs in (("n_mels", "n_mels"), ("hop_length", "hop_length")):
+                if theirs in f:
+                    if mine in data and data[mine] is not None and int(data[mine]) != int(f[theirs]):
+                        raise ValueError(f"model {mine}={data[mine]} disagrees with the features' "
+                                         f"{theirs}={f[theirs]}")
+                    data[mine] = f[theirs]
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown WaveGlowConfig field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+class WaveGlow(nn.Module):
+    """WaveGlow (Prenger, Valle & Catanzaro, 2019, "WaveGlow: A Flow-based Generative Network
+    for Speech Synthesis"): Glow-style invertible 1x1 convolutions and WaveNet-conditioned
+    couplings over groups of ``n_group`` samples, with early outputs.
+
+    * ``model(audio (B, T), mel (B, n_mels, frames)) -> (z, logdet)`` with ``T = frames * hop``;
+      ``z`` is ``(B, n_group, T / n_group)``.
+    * ``log_prob(audio, mel, sigma)``: ``log p(audio | mel)`` in nats, ``(B,)``.
+    * ``nll(audio, mel, sigma)``: mean negative log-likelihood in nats per sample.
+    * ``infer(mel, sigma=0.6, noise=None, generator=None) -> audio (B, frames * hop)``.
+
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> m = WaveGlow(n_mels=8, hop_length=16, n_group=4, n_flows=2, n_early_every=1,
+    ...              n_early_size=1, wn_layers=2, wn_channels=8)
+    >>> audio, mel = torch.randn(2, 64), torch.randn(2, 8, 4)
+    >>> z, logdet = m(audio, mel)
+    >>> z.shape, logdet.shape, m.infer(mel).shape
+    (torch.Size([2, 4, 16]), torch.Size([2]), torch.Size([2, 64]))
+    >>> torch.allclose(m.infer(mel, noise=z, sigma=1.0), audio, atol=1e-5)
+    True
+    """
+
+    def __init__(self, config: WaveGlowConfig | dict | None = None, **overrides):
+        super().__init__()
+        if config is None:
+            config = WaveGlowConfig(**overrides)
+        elif isinstance(config, dict):
+            config = WaveGlowConfig.from_dict({**config, **overrides})
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = cfg = config
+        self.upsample = MelUpsampler(cfg.n_mels, cfg.hop_length, cfg.upsample, cfg.upsample_kernel)
+        self.bijector = self._build()
+
+    # -- construction -------------------------------------------------------------------------
+    def _wn_factory(self):
+        cfg = self.config
+
+        def make(in_ch, out_ch, cond_ch):
+            return WN(in_ch, out_ch, cond_ch, n_layers=cfg.wn_layers, n_channels=cfg.wn_channels,
+                      kernel_size=cfg.wn_kernel_size)
+
+        return make
+
+    def _coupling(self, channels: int):
+        cfg = self.config
+        cc = cfg.cond_channels
+        if cfg.coupling == "affine":
+            return AffineCoupling(channels, scale=cfg.affine_scale, clamp=cfg.affine_clamp,
+                                  conditioner=self._wn_factory(), cond_channels=cc)
+        if cfg.coupling == "additive":
+            return AdditiveCoupling(channels, conditioner=self._wn_factory(), cond_channels=cc)
+        if cfg.coupling == "mixlogistic":
+            return MixLogisticCoupling(channels, n_components=cfg.mix_components,
+                                       conditioner=self._wn_factory(), cond_channels=cc)
+        if ResidualBlock is None:  # pragma: no cover
+            raise ValueError("coupling 'residual' needs vocoflow.flows.ResidualBlock")
+        return ResidualBlock(channels, hidden=cfg.residual_hidden, n_layers=cfg.residual_layers,
+                             kernel_size=cfg.wn_kernel_size, ndim=1, cond_channels=cc,
+                             coeff=cfg.residual_coeff, logdet=cfg.residual_logdet)
+
+    def _build(self) -> Sequential:
+        cfg = self.config
+        chans = cfg.flow_channels()
+        # group the flows into levels separated by early outputs
+        levels: list[list[int]] = []
+        for k, c in enumerate(chans):
+            if not levels or c != chans[k - 1]:
+                levels.append([])
+            levels[-1].append(k)
+        inner = None
+        for flows in reversed(levels):
+            layers = []
+            for k in flows:
+                layers += [Invertible1x1Conv(chans[k], lu=cfg.lu), self._coupling(chans[k])]
+            if inner is not None:
+                layers.append(Split(cfg.n_early_size, inner))
+            inner = Sequential(*layers)
+        return Sequential(Squeeze(cfg.n_group), *inner.layers)
+
+    # -- information --------------------------------------------------------------------------
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def n_mels(self) -> int:
+        return self.config.n_mels
+
+    def n_params(self, trainable_only: bool = True) -> int:
+        """Number of parameters (weight-norm ``g`` and ``v`` both count, as in WaveGlow)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def conditioners(self) -> list[nn.Module]:
+        return [m for m in self.modules() if isinstance(m, WN)]
+
+    def macs_per_sample(self) -> float:
+        """Multiply-accumulates of synthesis per output sample (analytic).
+
+        Counts every weight multiply of the upsampler, the invertible 1x1 convolutions and the
+        conditioner networks (biases, gates and the elementwise coupling maps are not counted).
+        For ``residual`` couplings one evaluation of each residual branch is counted; the
+        fixed-point inverse evaluates it once per iteration. NVIDIA's default configuration
+        gives about 10.2 M per sample (225 GMACs per second of 22.05 kHz audio).
+        """
+        cfg = self.config
+        per_step = 0
+        for c in cfg.flow_channels():
+            per_step += c * c
+            if cfg.coupling == "residual":
+                h, k, L = cfg.residual_hidden, cfg.wn_kernel_size, cfg.residual_layers
+                if L == 1:
+                    per_step += c * c * k
+                else:
+                    per_step += c * h * k + h * h * (L - 2) + h * c * k + cfg.cond_channels * h * k
+                continue
+            fixed = c // 2
+            moved = c - fixed
+            n_out = moved * {"affine": 2, "additive": 1}.get(cfg.coupling, 3 * cfg.mix_components + 2)
+            n, k, L = cfg.wn_channels, cfg.wn_kernel_size, cfg.wn_layers
+            per_step += (fixed * n + L * k * n * 2 * n + (L - 1) * n * 2 * n + n * n
+                         + cfg.cond_channels * 2 * n * L + n * n_out)
+        return per_step / cfg.n_group + self.upsample.macs_per_sample()
+
+    @property
+    def context_frames(self) -> int:
+        """Frames of context on each side after which a synthesised sample no longer depends on
+        the mel or noise (the receptive field of all flows in sequence plus the upsampler's).
+        Chunked synthesis with this context equals unchunked synthesis up to rounding; for
+        ``residual`` couplings (iterative inverses) it is an approximation."""
+        cfg = self.config
+        if cfg.coupling == "residual":  # two kernel-k layers per evaluation, ~4 iterations
+            span = 4 * (cfg.wn_kernel_size - 1)
+        else:
+            span = (cfg.wn_kernel_size - 1) * (2**cfg.wn_layers - 1) // 2
+        steps = cfg.n_flows * span
+        frames = math.ceil(steps * cfg.n_group / cfg.hop_length)
+        return frames + max(self.upsample.context_frames)
+
+    def remove_weight_norm(self) -> "WaveGlow":
+        """Fold the conditioners' weight norm into plain weights (inference)."""
+        for m in self.conditioners():
+            m.remove_weight_norm()
+        return self
+
+    def has_weight_norm(self) -> bool:
+        return any(m.has_weight_norm() for m in self.conditioners())
+
+    def inference_context(self):
+        """``torch.inference_mode()``, or ``torch.no_grad()`` when a layer needs autograd
+        internally at inference (residual blocks compute their log-determinant with it)."""
+        if self.config.coupling == "residual":
+            return torch.no_grad()
+        return torch.inference_mode()
+
+    # -- the model ----------------------------------------------------------------------------
+    def _audio(self, audio: torch.Tensor) -> torch.Tensor:
+        if audio.dim() == 3 and audio.shape[1] == 1:
+            return audio
+        if audio.dim() != 2:
+            raise ValueError(f"audio must be (B, T) or (B, 1, T), got {tuple(audio.shape)}")
+        return audio[:, None]
+
+    def condition(self, mel: torch.Tensor) -> torch.Tensor:
+        """``(B, n_mels, frames) -> (B, n_mels * n_group, frames * hop / n_group)``."""
+        if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
+            raise ValueError(f"mel must be (B, {self.config.n_mels}, frames), got {tuple(mel.shape)}")
+        up = self.upsample(mel)
+        return Squeeze(self.config.n_group)(up)[0]
+
+    def latent_shape(self, batch: int, frames: int) -> tuple[int, int, int]:
+        g = self.config.n_group
+        return (batch, g, frames * self.config.hop_length // g)
+
+    def forward(self, audio: torch.Tensor, mel: torch.Tensor):
+        """``(z, logdet)``: audio ``(B, T)`` to the latent ``(B, n_group, T / n_group)``."""
+        x = self._audio(audio)
+        frames = mel.shape[-1]
+        if x.shape[-1] != frames * self.config.hop_length:
+            raise ValueError(f"audio of {x.shape[-1]} samples does not match {frames} mel frames "
+                             f"x hop {self.config.hop_length} = {frames * self.config.hop_length}")
+        if x.shape[0] != mel.shape[0]:
+            raise ValueError(f"audio batch {x.shape[0]} != mel batch {mel.shape[0]}")
+        return self.bijector(x.to(mel.dtype) if x.dtype != mel.dtype else x, self.condition(mel))
+
+    def log_prob(self, audio: torch.Tensor, mel: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+        """``log p(audio | mel)`` in nats per utterance, ``(B,)``, with latent ``N(0, sigma^2)``."""
+        z, logdet = self(audio, mel)
+        return Normal(sigma).log_prob(z) + logdet
+
+    def nll(self, audio: torch.Tensor, mel: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+        """Mean negative log-likelihood in nats per audio sample (a scalar)."""
+        samples = self._audio(audio).shape[-1]
+        return -self.log_prob(audio, mel, sigma).mean() / samples
+
+    def infer(self, mel: torch.Tensor, sigma: float = 0.6, noise: torch.Tensor | None = None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+        """Synthesise ``(B, frames * hop)`` audio from ``mel (B, n_mels, frames)``.
+
+        ``noise`` (optional) is unit-variance noise, either in sample layout ``(B, frames * hop)``
+        or in latent layout ``(B, n_group, frames * hop / n_group)``; it is multiplied by
+        ``sigma``. Without it the noise is drawn with ``generator``.
+        """
+        if mel.dim() == 2:
+            mel = mel[None]
+        shape = self.latent_shape(mel.shape[0], mel.shape[-1])
+        if noise is None:
+            z = torch.randn(shape, generator=generator, dtype=mel.dtype,
+                            device=generator.device if generator is not None else mel.device)
+            z = z.to(mel.device)
+        else:
+            z = noise
+            if z.dim() == 2 and tuple(z.shape) == (shape[0], shape[1] * shape[2]):
+                z = Squeeze(self.config.n_group)(z[:, None])[0]
+            if tuple(z.shape) != shape:
+                raise ValueError(f"noise must have shape {shape} (or {(shape[0], shape[1] * shape[2])}), "
+                                 f"got {tuple(noise.shape)}")
+            z = z.to(device=mel.device, dtype=mel.dtype)
+        z = z * sigma
+        x, _ = self.bijector.inverse(z, self.condition(mel))
+        return x[:, 0]
+
+
+def bf16_conditioners(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose :class:`~vocoflow.nets.WN` conditioners hold bfloat16 weights.
+
+    ``WN`` casts its input to its weights' dtype and its output back, so in the copy the
+    conditioners compute in bfloat16 while everything else (invertible 1x1 convolutions, the
+    coupling maps, log-determinants, the upsampler) stays in the original dtype.
+    """
+    clone = copy.deepcopy(model)
+    for m in clone.modules():
+        if isinstance(m, WN):
+            m.to(torch.bfloat16)
+    return clone

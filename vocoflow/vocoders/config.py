@@ -97,3 +97,4 @@ def build_model(cfg: dict):
     mcfg = model_config_from(cfg)
     kind = cfg["model"].get("type", "waveglow")
     return MODEL_TYPES[kind][0](mcfg)
+

@@ -34,6 +34,8 @@ from vocoflow.nets.wavenet import WN
 
 from .teacher import config_from_dict
 
+from ._resolve import resolve_config
+
 __all__ = ["StudentConfig", "IAFStudent", "ChainMap", "BlockedWN", "MAPS", "NOISES"]
 
 MAPS = ("affine", "additive", "mixlogistic")
@@ -333,13 +335,7 @@ class IAFStudent(nn.Module):
 
     def __init__(self, config: StudentConfig | dict | None = None, **overrides):
         super().__init__()
-        if config is None:
-            config = StudentConfig(**overrides)
-        elif isinstance(config, dict):
-            config = StudentConfig.from_dict({**config, **overrides})
-        elif overrides:
-            config = dataclasses.replace(config, **overrides)
-        self.config = cfg = config
+        self.config = cfg = resolve_config(StudentConfig, config, overrides)
         self.upsample = MelUpsampler(cfg.n_mels, cfg.hop_length, cfg.upsample, cfg.upsample_kernel)
         self.flows = nn.ModuleList(
             IAF(1, map=self._make_map(), conditioner=self._wn_factory(layers),

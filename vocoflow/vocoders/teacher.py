@@ -35,6 +35,8 @@ from vocoflow.flows.elementwise import mixlogistic_logcdf, mixlogistic_logpdf
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
+from ._resolve import resolve_config
+
 __all__ = ["WaveNetTeacherConfig", "WaveNetTeacher", "OUTPUTS", "config_from_dict"]
 
 OUTPUTS = ("gaussian", "mixlogistic")
@@ -148,13 +150,7 @@ class WaveNetTeacher(nn.Module):
 
     def __init__(self, config: WaveNetTeacherConfig | dict | None = None, **overrides):
         super().__init__()
-        if config is None:
-            config = WaveNetTeacherConfig(**overrides)
-        elif isinstance(config, dict):
-            config = WaveNetTeacherConfig.from_dict({**config, **overrides})
-        elif overrides:
-            config = dataclasses.replace(config, **overrides)
-        self.config = cfg = config
+        self.config = cfg = resolve_config(WaveNetTeacherConfig, config, overrides)
         self.upsample = MelUpsampler(cfg.n_mels, cfg.hop_length, cfg.upsample, cfg.upsample_kernel)
         self.net = WN(1, cfg.n_out, cfg.n_mels, n_layers=cfg.n_layers, n_channels=cfg.channels,
                       kernel_size=cfg.kernel_size, causal=True,

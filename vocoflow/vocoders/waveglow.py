@@ -35,6 +35,8 @@ try:  # written in its own module; optional until present
 except ImportError:  # pragma: no cover
     ResidualBlock = None
 
+from ._resolve import resolve_config
+
 __all__ = ["WaveGlowConfig", "WaveGlow", "COUPLINGS", "bf16_conditioners"]
 
 COUPLINGS = ("affine", "additive", "mixlogistic", "residual")
@@ -188,13 +190,7 @@ class WaveGlow(nn.Module):
 
     def __init__(self, config: WaveGlowConfig | dict | None = None, **overrides):
         super().__init__()
-        if config is None:
-            config = WaveGlowConfig(**overrides)
-        elif isinstance(config, dict):
-            config = WaveGlowConfig.from_dict({**config, **overrides})
-        elif overrides:
-            config = dataclasses.replace(config, **overrides)
-        self.config = cfg = config
+        self.config = cfg = resolve_config(WaveGlowConfig, config, overrides)
         self.upsample = MelUpsampler(cfg.n_mels, cfg.hop_length, cfg.upsample, cfg.upsample_kernel)
         self.bijector = self._build()
 

@@ -147,3 +147,10 @@ def test_two_processes_match_one_process_with_same_global_batch(tmp_path):
         assert res["losses"] == pytest.approx(ref["losses"], rel=1e-5)
         for k, v in ref["params"].items():
             assert torch.allclose(res["params"][k], v, atol=1e-5), k
+
+
+def test_numeric_options_given_as_yaml_strings_are_coerced():
+    cfg = TrainConfig.from_dict({"lr": "5e-4", "steps": "10", "grad_clip": "1e2"})
+    assert cfg.lr == 5e-4 and cfg.steps == 10 and cfg.grad_clip == 100.0
+    with pytest.raises(ValueError, match="train.lr"):
+        TrainConfig.from_dict({"lr": "fast"})

@@ -46,6 +46,14 @@ class TrainConfig:
         d = dict(d or {})
         known = {f.name for f in fields(cls)}
         extra = {k: d.pop(k) for k in list(d) if k not in known}
+        # YAML 1.1 reads "5e-4" as a string: coerce the numeric options
+        for f in fields(cls):
+            v = d.get(f.name)
+            if isinstance(v, str) and f.type in ("int", "float", "float | None", "int | None"):
+                try:
+                    d[f.name] = (int if f.type.startswith("int") else float)(v)
+                except ValueError:
+                    raise ValueError(f"train.{f.name}: {v!r} is not a number") from None
         cfg = cls(**d)
         cfg.extra.update(extra)
         if isinstance(cfg.betas, list):

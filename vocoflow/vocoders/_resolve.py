@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["resolve_config"]
+import dataclasses
+
+__all__ = ["resolve_config", "config_from_dict"]
 
 
 def resolve_config(cls, config=None, overrides: dict | None = None):
     """A model's config dataclass ``cls`` from an instance, a dict, or keyword overrides (the
     shared constructor convention of WaveGlow, teachers and students)."""
-    import dataclasses
 
     overrides = overrides or {}
     if config is None:
@@ -16,3 +17,26 @@ def resolve_config(cls, config=None, overrides: dict | None = None):
     if isinstance(config, dict):
         return cls.from_dict({**config, **overrides})
     return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def config_from_dict(cls, data: dict, type_name: str, features=None):
+    """Shared ``from_dict`` of the model config dataclasses: ``type`` must be ``type_name``;
+    ``features`` (a :class:`~vocoflow.audio.MelConfig` or dict) supplies ``n_mels`` and
+    ``hop_length`` (and must agree with them when they are given)."""
+    data = dict(data)
+    kind = data.pop("type", type_name)
+    if kind != type_name:
+        raise ValueError(f"model type {kind!r} is not {type_name!r}")
+    if features is not None:
+        f = features if isinstance(features, dict) else features.to_dict()
+        for key in ("n_mels", "hop_length"):
+            if key in f:
+                if key in data and data[key] is not None and int(data[key]) != int(f[key]):
+                    raise ValueError(f"model {key}={data[key]} disagrees with the features' "
+                                     f"{key}={f[key]}")
+                data[key] = f[key]
+    known = {fl.name for fl in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return cls(**data)

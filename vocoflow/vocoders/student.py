@@ -32,7 +32,7 @@ from vocoflow.flows.elementwise import AffineMap, ElementwiseMap, MixLogisticMap
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
-from .teacher import config_from_dict
+from ._resolve import config_from_dict
 
 from ._resolve import resolve_config
 

@@ -35,35 +35,12 @@ from vocoflow.flows.elementwise import mixlogistic_logcdf, mixlogistic_logpdf
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
-from ._resolve import resolve_config
+from ._resolve import config_from_dict, resolve_config
 
 __all__ = ["WaveNetTeacherConfig", "WaveNetTeacher", "OUTPUTS", "config_from_dict"]
 
 OUTPUTS = ("gaussian", "mixlogistic")
 _LOG_2PI = math.log(2 * math.pi)
-
-
-def config_from_dict(cls, data: dict, type_name: str, features=None):
-    """Shared ``from_dict`` of the model config dataclasses: ``type`` must be ``type_name``;
-    ``features`` (a :class:`~vocoflow.audio.MelConfig` or dict) supplies ``n_mels`` and
-    ``hop_length`` (and must agree with them when they are given)."""
-    data = dict(data)
-    kind = data.pop("type", type_name)
-    if kind != type_name:
-        raise ValueError(f"model type {kind!r} is not {type_name!r}")
-    if features is not None:
-        f = features if isinstance(features, dict) else features.to_dict()
-        for key in ("n_mels", "hop_length"):
-            if key in f:
-                if key in data and data[key] is not None and int(data[key]) != int(f[key]):
-                    raise ValueError(f"model {key}={data[key]} disagrees with the features' "
-                                     f"{key}={f[key]}")
-                data[key] = f[key]
-    known = {fl.name for fl in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
-    return cls(**data)
 
 
 def _positive_ints(obj, names):

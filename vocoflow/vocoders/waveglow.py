@@ -35,7 +35,7 @@ try:  # written in its own module; optional until present
 except ImportError:  # pragma: no cover
     ResidualBlock = None
 
-from ._resolve import resolve_config
+from ._resolve import config_from_dict, resolve_config
 
 __all__ = ["WaveGlowConfig", "WaveGlow", "COUPLINGS", "bf16_conditioners"]
 
@@ -146,23 +146,7 @@ class WaveGlowConfig:
         """Build from a dict (``type: waveglow`` allowed and ignored). ``features`` (a
         :class:`~vocoflow.audio.MelConfig` or dict) supplies ``n_mels``/``hop_length`` when absent
         and must agree with them when present."""
-        data = dict(data)
-        kind = data.pop("type", "waveglow")
-        if kind != "waveglow":
-            raise ValueError(f"model type {kind!r} is not 'waveglow'")
-        if features is not None:
-            f = features if isinstance(features, dict) else features.to_dict()
-            for mine, theirs in (("n_mels", "n_mels"), ("hop_length", "hop_length")):
-                if theirs in f:
-                    if mine in data and data[mine] is not None and int(data[mine]) != int(f[theirs]):
-                        raise ValueError(f"model {mine}={data[mine]} disagrees with the features' "
-                                         f"{theirs}={f[theirs]}")
-                    data[mine] = f[theirs]
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown WaveGlowConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "waveglow", features)
 
 
 class WaveGlow(nn.Module):

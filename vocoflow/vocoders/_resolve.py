@@ -1,10 +1,10 @@
-"""The shared constructor convention of vocoder models."""
+"""Conventions shared by the vocoder models (WaveGlow, WaveNet teacher, IAF student)."""
 
 from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["resolve_config", "config_from_dict"]
+__all__ = ["resolve_config", "config_from_dict", "MelModelMixin"]
 
 
 def resolve_config(cls, config=None, overrides: dict | None = None):
@@ -40,3 +40,29 @@ def config_from_dict(cls, data: dict, type_name: str, features=None):
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
     return cls(**data)
+
+
+class MelModelMixin:
+    """Properties and weight-norm handling common to the mel-conditioned models; a model
+    provides ``config`` (with ``n_mels`` and ``hop_length``) and ``conditioners()``."""
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def n_mels(self) -> int:
+        return self.config.n_mels
+
+    def n_params(self, trainable_only: bool = True) -> int:
+        """Number of parameters (weight-norm ``g`` and ``v`` both count, as in WaveGlow)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def remove_weight_norm(self):
+        """Fold the conditioners' weight norm into plain weights (inference)."""
+        for m in self.conditioners():
+            m.remove_weight_norm()
+        return self
+
+    def has_weight_norm(self) -> bool:
+        return any(m.has_weight_norm() for m in self.conditioners())

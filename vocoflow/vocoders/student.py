@@ -32,9 +32,7 @@ from vocoflow.flows.elementwise import AffineMap, ElementwiseMap, MixLogisticMap
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
-from ._resolve import config_from_dict
-
-from ._resolve import resolve_config
+from ._resolve import MelModelMixin, config_from_dict, resolve_config
 
 __all__ = ["StudentConfig", "IAFStudent", "ChainMap", "BlockedWN", "MAPS", "NOISES"]
 
@@ -305,7 +303,7 @@ def _scale_bias(m: ElementwiseMap, log_s: float):
     return None
 
 
-class IAFStudent(nn.Module):
+class IAFStudent(MelModelMixin, nn.Module):
     """A Parallel WaveNet / ClariNet student (van den Oord et al., 2018, "Parallel WaveNet";
     Ping et al., 2019, "ClariNet"): noise to audio through a stack of mel-conditioned IAFs.
 
@@ -375,22 +373,11 @@ class IAFStudent(nn.Module):
 
     # -- information --------------------------------------------------------------------------
     @property
-    def hop_length(self) -> int:
-        return self.config.hop_length
-
-    @property
-    def n_mels(self) -> int:
-        return self.config.n_mels
-
-    @property
     def is_affine(self) -> bool:
         return self.config.affine
 
     def conditioners(self) -> list[nn.Module]:
         return [f.net for f in self.flows]
-
-    def n_params(self, trainable_only: bool = True) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def macs_per_sample(self) -> float:
         """Multiply-accumulates of synthesis per output sample (weights only; analytic)."""
@@ -407,14 +394,6 @@ class IAFStudent(nn.Module):
         causal receptive field of the stack plus the upsampler's); chunked synthesis with it
         equals unchunked synthesis up to rounding."""
         return math.ceil(self.receptive_field / self.hop_length) + max(self.upsample.context_frames)
-
-    def remove_weight_norm(self) -> "IAFStudent":
-        for m in self.conditioners():
-            m.remove_weight_norm()
-        return self
-
-    def has_weight_norm(self) -> bool:
-        return any(m.has_weight_norm() for m in self.conditioners())
 
     def inference_context(self):
         return torch.inference_mode()

@@ -35,7 +35,7 @@ from vocoflow.flows.elementwise import mixlogistic_logcdf, mixlogistic_logpdf
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
-from ._resolve import config_from_dict, resolve_config
+from ._resolve import MelModelMixin, config_from_dict, resolve_config
 
 __all__ = ["WaveNetTeacherConfig", "WaveNetTeacher", "OUTPUTS", "config_from_dict"]
 
@@ -100,7 +100,7 @@ class WaveNetTeacherConfig:
         return config_from_dict(cls, data, "wavenet_teacher", features)
 
 
-class WaveNetTeacher(nn.Module):
+class WaveNetTeacher(MelModelMixin, nn.Module):
     """Mel-conditioned autoregressive WaveNet (van den Oord et al., 2016) with a Gaussian
     (ClariNet, Ping et al., 2019) or mixture-of-logistics (Parallel WaveNet, van den Oord et
     al., 2018) output per sample.
@@ -136,14 +136,6 @@ class WaveNetTeacher(nn.Module):
 
     # -- information --------------------------------------------------------------------------
     @property
-    def hop_length(self) -> int:
-        return self.config.hop_length
-
-    @property
-    def n_mels(self) -> int:
-        return self.config.n_mels
-
-    @property
     def receptive_field(self) -> int:
         """Past samples one output step can depend on (plus itself)."""
         return self.net.receptive_field
@@ -154,21 +146,11 @@ class WaveNetTeacher(nn.Module):
         approximation: an autoregressive sampler does not restart exactly)."""
         return math.ceil(self.net.receptive_field / self.hop_length) + max(self.upsample.context_frames)
 
-    def n_params(self, trainable_only: bool = True) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
     def macs_per_sample(self) -> float:
         return self.net.macs_per_step() + self.upsample.macs_per_sample()
 
     def conditioners(self) -> list[nn.Module]:
         return [self.net]
-
-    def remove_weight_norm(self) -> "WaveNetTeacher":
-        self.net.remove_weight_norm()
-        return self
-
-    def has_weight_norm(self) -> bool:
-        return self.net.has_weight_norm()
 
     def inference_context(self):
         return torch.inference_mode()

@@ -35,7 +35,7 @@ try:  # written in its own module; optional until present
 except ImportError:  # pragma: no cover
     ResidualBlock = None
 
-from ._resolve import config_from_dict, resolve_config
+from ._resolve import MelModelMixin, config_from_dict, resolve_config
 
 __all__ = ["WaveGlowConfig", "WaveGlow", "COUPLINGS", "bf16_conditioners"]
 
@@ -149,7 +149,7 @@ class WaveGlowConfig:
         return config_from_dict(cls, data, "waveglow", features)
 
 
-class WaveGlow(nn.Module):
+class WaveGlow(MelModelMixin, nn.Module):
     """WaveGlow (Prenger, Valle & Catanzaro, 2019, "WaveGlow: A Flow-based Generative Network
     for Speech Synthesis"): Glow-style invertible 1x1 convolutions and WaveNet-conditioned
     couplings over groups of ``n_group`` samples, with early outputs.
@@ -225,18 +225,6 @@ class WaveGlow(nn.Module):
         return Sequential(Squeeze(cfg.n_group), *inner.layers)
 
     # -- information --------------------------------------------------------------------------
-    @property
-    def hop_length(self) -> int:
-        return self.config.hop_length
-
-    @property
-    def n_mels(self) -> int:
-        return self.config.n_mels
-
-    def n_params(self, trainable_only: bool = True) -> int:
-        """Number of parameters (weight-norm ``g`` and ``v`` both count, as in WaveGlow)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
     def conditioners(self) -> list[nn.Module]:
         return [m for m in self.modules() if isinstance(m, WN)]
 
@@ -282,15 +270,6 @@ class WaveGlow(nn.Module):
         steps = cfg.n_flows * span
         frames = math.ceil(steps * cfg.n_group / cfg.hop_length)
         return frames + max(self.upsample.context_frames)
-
-    def remove_weight_norm(self) -> "WaveGlow":
-        """Fold the conditioners' weight norm into plain weights (inference)."""
-        for m in self.conditioners():
-            m.remove_weight_norm()
-        return self
-
-    def has_weight_norm(self) -> bool:
-        return any(m.has_weight_norm() for m in self.conditioners())
 
     def inference_context(self):
         """``torch.inference_mode()``, or ``torch.no_grad()`` when a layer needs autograd

@@ -10,6 +10,7 @@ import torch
 
 from vocoflow.audio import AudioMelDataset, MelConfig
 from vocoflow.flows import Normal
+from vocoflow.vocoders import features_from_config
 
 __all__ = ["VocoderTask", "build_vocoder_model", "ConfigError"]
 
@@ -21,22 +22,14 @@ class ConfigError(ValueError):
 
 
 def build_vocoder_model(config: dict, features: MelConfig):
-    """The model described by ``config["model"]`` for the front end ``features``."""
-    model_cfg = dict(config.get("model") or {})
-    kind = model_cfg.get("type", "waveglow")
-    if kind == "waveglow":
-        from vocoflow.vocoders import WaveGlow, WaveGlowConfig
+    """The flow vocoder described by ``config["model"]`` for the front end ``features``."""
+    from vocoflow.vocoders import build_model as build
 
-        return WaveGlow(WaveGlowConfig.from_dict(model_cfg, features=features))
-    raise ConfigError(f"model.type {kind!r} is not a flow vocoder this task can train "
-                      "(waveglow)")
-
-
-def _features_from_config(config: dict) -> MelConfig | None:
-    f = config.get("features")
-    if not f:
-        return None
-    return MelConfig.from_dict(f)
+    kind = (config.get("model") or {}).get("type", "waveglow")
+    if kind != "waveglow":
+        raise ConfigError(f"model.type {kind!r} is not a flow vocoder this task can train "
+                          "(waveglow)")
+    return build({**config, "features": features})
 
 
 class VocoderTask:
@@ -56,7 +49,7 @@ class VocoderTask:
         self.dev_dump = Path(dev_dump) if dev_dump else None
         tr = dict(config.get("train") or {})
         self.features = MelConfig.load(self.train_dump / "feats_config.yaml")
-        wanted = _features_from_config(config)
+        wanted = features_from_config(config) if config.get("features") else None
         if wanted is not None and wanted != self.features:
             diff = {k: (v, getattr(self.features, k)) for k, v in wanted.to_dict().items()
                     if getattr(self.features, k) != v}

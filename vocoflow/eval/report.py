@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vocoflow.audio import AudioError, MelConfig, MelSpectrogram, load_audio, save_wav
+from vocoflow.audio._files import atomic_write_text
 
 from .metrics import align_lengths, evaluate_pair
 
@@ -259,12 +260,7 @@ def evaluate_systems(refs: dict, systems: dict, sample_rate: int, out_dir: str |
     data = report.to_json()
     if extra:
         data["extra"] = extra
-    _atomic_text(out / "results.md", "\n".join(lines))
-    _atomic_text(out / "results.json", json.dumps(data, indent=2))
+    atomic_write_text(out / "results.md", "\n".join(lines))
+    atomic_write_text(out / "results.json", json.dumps(data, indent=2))
     return report
 
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -40,6 +40,22 @@ def test_gemm_inference_path_equals_conv_training_path(causal, block, monkeypatc
         assert torch.allclose(net(x, c), ref, atol=1e-12)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("block,T", [(3, 29), (7, 50), (64, 50), (4096, 9)])
+def test_gemm_path_wide_kernel_and_margins(causal, block, T, monkeypatch):
+    """Taps read a zero-margined buffer: dilations wider than a block or the whole input,
+    unequal last blocks, kernel 5 (causal and not) must all equal the conv path."""
+    monkeypatch.setattr(WN, "gemm_block", block)
+    net = _wn(causal, n_layers=5, kernel_size=5)
+    x = torch.randn(2, 3, T, dtype=torch.float64)
+    c = torch.randn(2, 6, T, dtype=torch.float64)
+    with torch.enable_grad():
+        ref = net(x.clone().requires_grad_(), c)
+    with torch.inference_mode():
+        fast = net(x, c)
+    assert torch.allclose(ref, fast, atol=1e-12)
+
+
 def test_unconditioned_and_short_inputs():
     net = randomize(WN(2, 2, 0, n_layers=4, n_channels=4).double(), std=0.3)
     x = torch.randn(1, 2, 3, dtype=torch.float64)  # shorter than the dilations

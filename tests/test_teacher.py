@@ -108,7 +108,7 @@ def test_teacher_forcing_fits_a_toy_signal():
     t = torch.arange(256.0)
     audio = 0.3 * torch.sin(2 * math.pi * t / 16)[None] + 0.01 * torch.randn(4, 256)
     mel = torch.zeros(4, 2, 16)
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)  # 3e-3 spikes late in the run
     first = None
     for _ in range(150):
         nll = m.nll(audio, mel)
@@ -116,7 +116,7 @@ def test_teacher_forcing_fits_a_toy_signal():
         opt.zero_grad()
         nll.backward()
         opt.step()
-    assert first > 0.5 and nll.item() < -0.5, (first, nll.item())
+    assert first > 0.5 and nll.item() < -2.0, (first, nll.item())
 
 
 def test_config_and_save_load(tmp_path):

@@ -10,14 +10,14 @@ computed by one fused 1x1 convolution ``cond_channels -> 2 * n_channels * n_laye
 Two execution paths compute the same function:
 
 * training (autograd needed): ``torch.nn.functional.conv1d`` on the weight-normalised weights;
-* inference (no autograd): every convolution is a GEMM, run over blocks of time steps (see
-  :meth:`WN._forward_gemm`). A dilated convolution with kernel ``k`` becomes
-  ``W (2C, k*C) @ X`` with ``X`` the block's im2col matrix, written into a reused buffer; the
-  layer's slice of the fused conditioning convolution is a second GEMM accumulating into the
-  same output (no ``2*C*L x T`` conditioning tensor in memory); residual and skip 1x1
-  convolutions accumulate in place. On this project's 2-core CPU this path runs at about 90 %
-  of the machine's single-thread matmul rate (``conv1d``: about 70 %), measured with
-  ``vocoflow benchmark`` and per layer in single-thread CPU time.
+* inference (no autograd): every convolution is a GEMM on strided views of a zero-margined
+  state buffer, over blocks of time steps (see :meth:`WN._forward_gemm`): each tap of a dilated
+  convolution reads the buffer shifted by its offset (no im2col copy), the layer's slice of the
+  fused conditioning convolution is one more GEMM accumulating into the same output (no
+  ``2*C*L x T`` conditioning tensor in memory), biases ride on rows of ones, and the residual
+  and skip 1x1 convolutions are a single GEMM. On this project's 2-core CPU a WN of WaveGlow's
+  default size runs at about 88-90 % of the same machine's 2048^3 float32 matmul rate (1 or 2
+  threads) and the default WaveGlow as a whole at 82-84 % (``vocoflow benchmark``).
 
 ``WN`` runs in the dtype of its weights: an input of another dtype is cast in and the output cast
 back, which is how the bfloat16 synthesis path keeps the conditioner in bf16 and the coupling
@@ -72,7 +72,7 @@ class WN(nn.Module):
     """
 
     #: time steps per GEMM block on the inference path (see :meth:`_forward_gemm`)
-    gemm_block: int = 2048
+    gemm_block: int = 4096
 
     def __init__(self, in_channels: int, out_channels: int, cond_channels: int = 0,
                  n_layers: int = 8, n_channels: int = 256, kernel_size: int = 3,
@@ -220,78 +220,78 @@ class WN(nn.Module):
     def _forward_gemm(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """One batch item ``x (C_in, T)``, ``cond (C_c, T)``: every convolution as a GEMM.
 
-        Each layer runs over blocks of :attr:`gemm_block` time steps: the block's im2col matrix
-        (row ``c * k + j`` = channel ``c`` shifted by tap ``j``, so the weights are used in their
-        stored ``(out, in * k)`` layout without copies), its gate pre-activations and gated
-        activations live in small reused buffers, and the block's residual output goes to a
-        second ``(C, T)`` buffer (the next blocks still read the layer's input). Working memory
-        is therefore about ``3 * n_channels * T`` values plus the blocks, instead of
-        ``8 * n_channels * T`` for whole-sequence buffers. The skip biases are folded into the
-        output layer's bias.
+        The layer state lives in a buffer with rows ``[ones; h; skip]`` (``2 * n + 1`` rows)
+        whose ``h`` rows carry zero margins wide enough for the largest dilated tap, so every
+        tap of a dilated convolution is a plain strided view of the buffer, used as a GEMM
+        operand without any copy: ``a = W_cond @ cond + [b | W_0] @ [1; h(t + o_0)] +
+        sum_j W_j @ h(t + o_j)``. The ones row carries the layer's bias (conv + conditioning)
+        through the first tap's GEMM, and a ones row under the gated activations carries the
+        residual/skip bias, so no separate bias passes are made. The residual and skip 1x1
+        convolutions are one GEMM (``2n x n``) that reads ``[h; skip]`` and writes the next
+        layer's ``[h; skip]`` into a second buffer of the same shape (the next blocks of the
+        current layer still read its input). Work proceeds over blocks of about
+        :attr:`gemm_block` time steps (equal blocks) so that the gate pre-activations and
+        activations stay in cache. Working memory: two ``(2n + 1) x (T + margins)`` buffers
+        plus the per-block buffers.
         """
         n, k, L, T = self.n_channels, self.kernel_size, self.n_layers, x.shape[1]
         cc = self.cond_channels if cond is not None else 0
-        # blocks help CPU caches and memory; on accelerators one block avoids launch overhead
-        blk = max(1, min(T, int(self.gemm_block))) if x.device.type == "cpu" else max(T, 1)
+        offsets = [self._offsets(conv.dilation[0]) for conv in self.in_layers]
+        pad_l = max(0, max(-o for offs in offsets for o in offs))
+        pad_r = max(0, max(o for offs in offsets for o in offs))
+        width = pad_l + T + pad_r
+        # blocks help CPU caches; on accelerators one block avoids launch overhead
+        if x.device.type == "cpu" and T > 0:
+            n_blocks = -(-T // max(1, int(self.gemm_block)))
+            blk = -(-T // n_blocks)
+        else:
+            blk = max(T, 1)
+        bufs = []
+        for _ in range(2 if L > 1 else 1):
+            b = x.new_empty(2 * n + 1, width)
+            b[0].fill_(1.0)
+            b[1:n + 1, :pad_l].zero_()
+            b[1:n + 1, pad_l + T:].zero_()
+            bufs.append(b)
+        cur = bufs[0]
+        inner = slice(pad_l, pad_l + T)
+        cur[n + 1:, inner].zero_()  # skip accumulator
         w = self.start.weight
-        h = torch.addmm(self.start.bias[:, None], w.reshape(w.shape[0], -1), x)
-        h_next = torch.empty_like(h) if L > 1 else None
-        # im2col of one block, plus a row of ones that carries the layer's bias through the GEMM
-        buf = x.new_empty(n * k + 1, blk)
-        buf[n * k].fill_(1.0)
-        a = x.new_empty(2 * n, blk)  # gate pre-activations of one block
-        acts = x.new_empty(n, blk)
-        skip = x.new_zeros(n, T)
-        skip_bias = None
+        torch.addmm(self.start.bias[:, None], w.reshape(w.shape[0], -1), x, out=cur[1:n + 1, inner])
+        a_buf = x.new_empty(2 * n, blk)
+        g_buf = x.new_empty(n + 1, blk)  # gated activations, plus a row of ones for the bias
+        g_buf[n].fill_(1.0)
         wc = self.cond_layer.weight.reshape(2 * n * L, cc) if cc else None
         for i, (conv, res) in enumerate(zip(self.in_layers, self.res_skip_layers)):
-            offsets = self._offsets(conv.dilation[0])
+            last = i == L - 1
             bias = conv.bias
             if cc:
                 rows = slice(2 * n * i, 2 * n * (i + 1))
                 w_c, bias = wc[rows], bias + self.cond_layer.bias[rows]
-            w_in = torch.cat([conv.weight.reshape(2 * n, n * k), bias[:, None]], dim=1)
-            wr = res.weight.reshape(res.weight.shape[0], n)
-            br = res.bias
-            last = i == L - 1
+            taps = [conv.weight[:, :, j].contiguous() for j in range(k)]
+            taps[0] = torch.cat([bias[:, None], taps[0]], dim=1)  # rides on the ones row
+            w_res = torch.cat([res.weight.reshape(res.weight.shape[0], n), res.bias[:, None]], dim=1)
+            nxt = cur if last else bufs[1] if cur is bufs[0] else bufs[0]
             for t0 in range(0, T, blk):
                 t1 = min(T, t0 + blk)
-                width = t1 - t0
-                if width == blk:
-                    B, A, G = buf, a, acts
-                else:  # the last, shorter block
-                    B, A, G = x.new_empty(n * k + 1, width), x.new_empty(2 * n, width), x.new_empty(n, width)
-                    B[n * k].fill_(1.0)
-                cols = B[: n * k].view(n, k, width)
-                for j, off in enumerate(offsets):
-                    dst = cols[:, j]
-                    # dst[:, c] = h[:, t0 + off + c] where that index lies in [0, T), else 0
-                    lo, hi = max(0, -(t0 + off)), min(width, T - (t0 + off))
-                    if hi <= lo:
-                        dst.zero_()
-                        continue
-                    dst[:, lo:hi].copy_(h[:, t0 + off + lo: t0 + off + hi])
-                    if lo > 0:
-                        dst[:, :lo].zero_()
-                    if hi < width:
-                        dst[:, hi:].zero_()
-                if cc:
-                    torch.mm(w_c, cond[:, t0:t1], out=A)
-                    A.addmm_(w_in, B)
-                else:
-                    torch.mm(w_in, B, out=A)
-                torch.tanh(A[:n], out=G)
-                G.mul_(torch.sigmoid_(A[n:]))
-                if last:
-                    skip[:, t0:t1].addmm_(wr, G)
-                else:
-                    hn = h_next[:, t0:t1]
-                    torch.addmm(h[:, t0:t1], wr[:n], G, out=hn)
-                    hn.add_(br[:n, None])
-                    skip[:, t0:t1].addmm_(wr[n:], G)
-            sb = br if last else br[n:]
-            skip_bias = sb if skip_bias is None else skip_bias + sb
-            if not last:
-                h, h_next = h_next, h
+                m = t1 - t0
+                A, G = a_buf[:, :m], g_buf[:, :m]
+                c0 = pad_l + t0
+                for j, off in enumerate(offsets[i]):
+                    src = cur[(0 if j == 0 else 1):n + 1, c0 + off:c0 + off + m]
+                    if j > 0 or cc:
+                        if j == 0:
+                            torch.mm(w_c, cond[:, t0:t1], out=A)
+                        A.addmm_(taps[j], src)
+                    else:
+                        torch.mm(taps[j], src, out=A)
+                torch.tanh(A[:n], out=G[:n])
+                G[:n].mul_(torch.sigmoid_(A[n:]))
+                cols = slice(c0, c0 + m)
+                if last:  # skip only
+                    cur[n + 1:, cols].addmm_(w_res, G)
+                else:  # [h; skip] + W_res @ [acts; 1] into the other buffer
+                    torch.addmm(cur[1:, cols], w_res, G, out=nxt[1:, cols])
+            cur = nxt
         we = self.end.weight.reshape(self.end.weight.shape[0], n)
-        return torch.addmm((self.end.bias + we @ skip_bias)[:, None], we, skip)
+        return torch.addmm(self.end.bias[:, None], we, cur[n + 1:, inner])

@@ -128,3 +128,90 @@ def test_shellcheck():
     for f in files:
         r = subprocess.run(["shellcheck", "-x", os.path.basename(f)], cwd=os.path.dirname(f), capture_output=True, text=True)
         assert r.returncode == 0, f + "\n" + r.stdout + r.stderr
+
+
+def _substitute(*args):
+    script = os.path.join(ROOT, "recipes", "utils", "substitute_corpus.py")
+    return subprocess.run([sys.executable, script, *map(str, args)], env=_env(), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("layout,rate", [("ljspeech", 22050), ("vctk", 48000), ("libritts", 24000)])
+def test_substitute_corpus_feeds_the_recipe_data_prep(tmp_path, layout, rate):
+    """recipes/utils/substitute_corpus.py writes real audio in each corpus's layout, at its
+    rate, and the recipe's own data prep accepts the tree (splits as the recipe defines them)."""
+    from data_fixtures import make_good_data_dir
+
+    n = {"ljspeech": 205, "vctk": 15, "libritts": 3}[layout]
+    dirs = [make_good_data_dir(tmp_path / f"src{i}", n=n if layout != "libritts" else 2, seconds=0.05) for i in range(3 if layout == "libritts" else 1)]
+    r = _substitute("--layout", layout, "--speakers", "3", *dirs, tmp_path / "dl")
+    assert r.returncode == 0, r.stdout + r.stderr
+    _prep(layout, tmp_path / "dl", tmp_path / "data")
+    got = _check(tmp_path / "data")
+    wav = dict(_read(tmp_path / "data" / "eval" / "wav.scp"))
+    info = sf.info(next(iter(wav.values())))
+    assert info.samplerate == rate
+    if layout == "ljspeech":
+        assert len(got["eval"]) == 100 and len(got["dev"]) == 100 and len(got["train"]) == 5
+    elif layout == "vctk":
+        assert info.format == "FLAC"
+        assert len(got["eval"]) == 6 and len(got["dev"]) == 6 and len(got["train"]) == 3
+    else:
+        assert len(got["train"]) == len(got["dev"]) == len(got["eval"]) == 2
+    text = dict(_read(tmp_path / "data" / "eval" / "text"))
+    assert all(t.startswith("utterance") for t in text.values())
+
+
+def test_substitute_corpus_names_a_bad_source(tmp_path):
+    from data_fixtures import make_good_data_dir
+
+    src = make_good_data_dir(tmp_path / "src", n=2)
+    os.remove(os.path.join(tmp_path, "src", "wav", "u1.wav"))
+    r = _substitute("--layout", "ljspeech", src, tmp_path / "dl")
+    assert r.returncode == 1 and "u1.wav" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "dl" / "LJSpeech-1.1" / "metadata.csv")
+
+
+def _recipe_configs():
+    out = []
+    for corpus in sorted(os.listdir(EGS)):
+        conf = os.path.join(EGS, corpus, "voc1", "conf")
+        if os.path.isdir(conf):
+            out += [os.path.join(conf, f) for f in sorted(os.listdir(conf))
+                    if f.endswith(".yaml") and f != "features.yaml"]
+    return out
+
+
+@pytest.mark.parametrize("path", _recipe_configs(), ids=lambda p: os.path.relpath(p, EGS))
+def test_recipe_configs_build_and_agree_with_the_front_end(path):
+    """Every model config of every voc1 recipe builds, uses the recipe's own front end
+    (conf/features.yaml, which stage 1 extracts with), has segments that are whole frames, and
+    (WaveGlow) inverts exactly on a few frames."""
+    import torch
+
+    from vocoflow.audio.features import MelConfig
+    from vocoflow.vocoders import build_model, features_from_config, load_config
+
+    cfg = load_config(path)
+    front = MelConfig.load(os.path.join(os.path.dirname(path), "features.yaml"))
+    assert features_from_config(cfg) == front, path
+    seg = cfg["train"].get("segment_length")
+    if seg is not None:
+        assert seg % front.hop_length == 0, (path, seg, front.hop_length)
+    if cfg["model"]["type"] != "waveglow":
+        return
+    torch.manual_seed(0)
+    model = randomize_model(build_model(cfg).double())
+    assert front.hop_length % model.config.n_group == 0
+    frames = 2
+    mel = torch.randn(1, front.n_mels, frames, dtype=torch.float64)
+    audio = 0.1 * torch.randn(1, frames * front.hop_length, dtype=torch.float64)
+    with torch.no_grad():
+        z, _ = model(audio, mel)
+        back = model.infer(mel, sigma=1.0, noise=z)
+    assert torch.allclose(back, audio, atol=1e-9), (back - audio).abs().max()
+
+
+def randomize_model(model):
+    from flowcheck import randomize
+
+    return randomize(model, std=0.02)

@@ -17,7 +17,7 @@ Two execution paths compute the same function:
   ``2*C*L x T`` conditioning tensor in memory), biases ride on rows of ones, and the residual
   and skip 1x1 convolutions are a single GEMM. On this project's 2-core CPU a WN of WaveGlow's
   default size runs at about 88-90 % of the same machine's 2048^3 float32 matmul rate (1 or 2
-  threads) and the default WaveGlow as a whole at 82-84 % (``vocoflow benchmark``).
+  threads) and the default WaveGlow as a whole at 80-84 % (``vocoflow benchmark``).
 
 ``WN`` runs in the dtype of its weights: an input of another dtype is cast in and the output cast
 back, which is how the bfloat16 synthesis path keeps the conditioner in bf16 and the coupling

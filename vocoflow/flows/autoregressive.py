@@ -30,8 +30,9 @@ class IAF(Bijector):
     >>> torch.nn.init.normal_(step.net.end.weight, std=0.1)  # doctest: +ELLIPSIS
     Parameter...
     >>> z, c = torch.randn(2, 1, 12, dtype=torch.float64), torch.randn(2, 2, 12).double()
-    >>> x, ld = step.inverse(z, c)                          # parallel sampling
-    >>> z2, ld2 = step(x, c)                                # sequential
+    >>> with torch.no_grad():
+    ...     x, ld = step.inverse(z, c)                      # parallel sampling
+    ...     z2, ld2 = step(x, c)                            # sequential
     >>> float((z2 - z).abs().max()) < 1e-9, bool(torch.allclose(ld, -ld2))
     (True, True)
     """

@@ -64,3 +64,22 @@ def test_voc_sh_help_and_unknown_option():
     bad = subprocess.run(["bash", "run.sh", "--nope", "1"], cwd=recipe, capture_output=True,
                          text=True)
     assert bad.returncode == 1 and "unknown option --nope" in bad.stderr
+
+
+def test_fetch_writes_whole_files_only(tmp_path):
+    """recipes/utils/fetch.sh (every recipe's downloads): a fetched file appears complete, an
+    existing one is kept, a failed fetch leaves nothing that looks finished."""
+    if shutil.which("curl") is None and shutil.which("wget") is None:
+        pytest.fail("curl or wget is required for this test")
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"corpus bytes")
+    dest = tmp_path / "dl" / "sub" / "archive.bin"
+    ok = subprocess.run([str(UTILS / "fetch.sh"), src.as_uri(), str(dest)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert dest.read_bytes() == b"corpus bytes"
+    src.write_bytes(b"changed")
+    again = subprocess.run([str(UTILS / "fetch.sh"), src.as_uri(), str(dest)], capture_output=True, text=True)
+    assert again.returncode == 0 and dest.read_bytes() == b"corpus bytes"
+    missing = tmp_path / "dl" / "missing.bin"
+    bad = subprocess.run([str(UTILS / "fetch.sh"), (tmp_path / "nope").as_uri(), str(missing)], capture_output=True, text=True)
+    assert bad.returncode != 0 and not missing.exists()

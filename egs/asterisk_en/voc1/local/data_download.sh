@@ -21,22 +21,7 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # 1. the .deb files
 if [ ! -f "${download_dir}/.debs.done" ]; then
-    apt_opts=()
-    if [ "$(id -u)" = 0 ]; then
-        # root: let apt write into this directory without its sandbox user
-        apt_opts=(-o APT::Sandbox::User=root)
-    fi
-    fetch() { (cd "${download_dir}" && apt-get "${apt_opts[@]}" download "${packages[@]}"); }
-    if ! fetch; then
-        if [ "$(id -u)" = 0 ]; then
-            echo "$0: apt-get download failed; running apt-get update and retrying" >&2
-            apt-get update -qq
-            fetch
-        else
-            echo "$0: apt-get download failed; run 'apt-get update' (as root) and retry" >&2
-            exit 1
-        fi
-    fi
+    "${script_dir}/../../../../recipes/utils/apt_download.sh" "${download_dir}" "${packages[@]}"
     touch "${download_dir}/.debs.done"
 fi
 

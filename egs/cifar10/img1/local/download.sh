@@ -11,6 +11,7 @@ download_dir=${1:?usage: $0 DOWNLOAD_DIR RAW_DIR}
 raw_dir=${2:?usage: $0 DOWNLOAD_DIR RAW_DIR}
 url=${CIFAR10_URL:-https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz}
 md5=c58f30108f718f92721af3b95e74349a  # of cifar-10-python.tar.gz as published
+utils=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../../recipes/utils" && pwd)
 
 if [ -f "${raw_dir}/test_batch" ] || [ -f "${raw_dir}/cifar-10-batches-py/test_batch" ]; then
     echo "${raw_dir}: CIFAR-10 batches present; nothing to download"
@@ -18,17 +19,8 @@ if [ -f "${raw_dir}/test_batch" ] || [ -f "${raw_dir}/cifar-10-batches-py/test_b
 fi
 mkdir -p "${download_dir}" "${raw_dir}"
 tarball=${download_dir}/cifar-10-python.tar.gz
-if [ ! -f "${tarball}" ]; then
-    if command -v curl > /dev/null; then
-        curl -fL --retry 3 -o "${tarball}.part" "${url}"
-    elif command -v wget > /dev/null; then
-        wget -q -O "${tarball}.part" "${url}"
-    else
-        echo "$0: need curl or wget (or unpack the batches into ${raw_dir} yourself)" >&2
-        exit 1
-    fi
-    mv "${tarball}.part" "${tarball}"
-fi
+"${utils}/fetch.sh" "${url}" "${tarball}" \
+    || { echo "$0: (or unpack the batches into ${raw_dir} yourself)" >&2; exit 1; }
 if command -v md5sum > /dev/null; then
     got=$(md5sum "${tarball}" | cut -d' ' -f1)
     if [ "${got}" != "${md5}" ]; then

@@ -25,22 +25,8 @@ fi
 mkdir -p "${download_dir}"
 debs=("${download_dir}"/dataset-fashion-mnist_*.deb)
 if [ ! -f "${debs[0]}" ]; then
-    apt_opts=()
-    if [ "$(id -u)" = 0 ]; then
-        apt_opts=(-o APT::Sandbox::User=root)  # root: let apt write here without its sandbox user
-    fi
-    fetch() { (cd "${download_dir}" && apt-get "${apt_opts[@]+"${apt_opts[@]}"}" download dataset-fashion-mnist); }
-    if ! fetch; then
-        if [ "$(id -u)" = 0 ]; then
-            echo "$0: apt-get download failed; running apt-get update and retrying" >&2
-            apt-get update -qq
-            fetch
-        else
-            echo "$0: apt-get download failed; run 'apt-get update' (as root) and retry," >&2
-            echo "    or pass --raw-dir DIR with the four IDX files" >&2
-            exit 1
-        fi
-    fi
+    "$(dirname "${BASH_SOURCE[0]}")/../../../../recipes/utils/apt_download.sh" "${download_dir}" dataset-fashion-mnist \
+        || { echo "$0: or pass --raw-dir DIR with the four IDX files" >&2; exit 1; }
 fi
 debs=("${download_dir}"/dataset-fashion-mnist_*.deb)
 deb=${debs[0]}

@@ -8,6 +8,7 @@
 set -euo pipefail
 
 download_dir=${1:-downloads}
+utils=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../../recipes/utils" && pwd)
 shift || true
 subsets=("$@")
 if [ ${#subsets[@]} -eq 0 ]; then
@@ -20,16 +21,8 @@ for subset in "${subsets[@]}"; do
         echo "$0: ${download_dir}/LibriTTS/${subset} already present; skipping"
         continue
     fi
-    url=https://www.openslr.org/resources/60/${subset}.tar.gz
     archive=${download_dir}/${subset}.tar.gz
-    if [ ! -f "${archive}" ]; then
-        if command -v curl > /dev/null; then
-            curl -fL --retry 3 -o "${archive}.part" "${url}"
-        else
-            wget -O "${archive}.part" "${url}"
-        fi
-        mv "${archive}.part" "${archive}"
-    fi
+    "${utils}/fetch.sh" "https://www.openslr.org/resources/60/${subset}.tar.gz" "${archive}"
     tar -xzf "${archive}" -C "${download_dir}"   # writes LibriTTS/<subset>/...
 done
 echo "$0: corpus ready in ${download_dir}/LibriTTS"

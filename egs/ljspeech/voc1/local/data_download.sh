@@ -9,19 +9,13 @@ set -euo pipefail
 download_dir=${1:-downloads}
 url=https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2
 archive=LJSpeech-1.1.tar.bz2
+utils=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../../recipes/utils" && pwd)
 
 mkdir -p "${download_dir}"
 if [ -f "${download_dir}/LJSpeech-1.1/metadata.csv" ]; then
     echo "$0: ${download_dir}/LJSpeech-1.1 already present; skipping download"
     exit 0
 fi
-if [ ! -f "${download_dir}/${archive}" ]; then
-    if command -v curl > /dev/null; then
-        curl -fL --retry 3 -o "${download_dir}/${archive}.part" "${url}"
-    else
-        wget -O "${download_dir}/${archive}.part" "${url}"
-    fi
-    mv "${download_dir}/${archive}.part" "${download_dir}/${archive}"
-fi
+"${utils}/fetch.sh" "${url}" "${download_dir}/${archive}"
 tar -xjf "${download_dir}/${archive}" -C "${download_dir}"
 echo "$0: corpus ready in ${download_dir}/LJSpeech-1.1"

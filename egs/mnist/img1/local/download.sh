@@ -10,6 +10,7 @@ set -euo pipefail
 raw_dir=${2:?usage: $0 DOWNLOAD_DIR RAW_DIR}
 url=${MNIST_URL:-https://storage.googleapis.com/cvdf-datasets/mnist}
 files=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
+utils=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../../recipes/utils" && pwd)
 
 mkdir -p "${raw_dir}"
 for f in "${files[@]}"; do
@@ -17,14 +18,7 @@ for f in "${files[@]}"; do
         continue
     fi
     echo "fetching ${url}/${f}.gz"
-    if command -v curl > /dev/null; then
-        curl -fL --retry 3 -o "${raw_dir}/${f}.gz.part" "${url}/${f}.gz"
-    elif command -v wget > /dev/null; then
-        wget -q -O "${raw_dir}/${f}.gz.part" "${url}/${f}.gz"
-    else
-        echo "$0: need curl or wget (or put the files in ${raw_dir} yourself)" >&2
-        exit 1
-    fi
-    mv "${raw_dir}/${f}.gz.part" "${raw_dir}/${f}.gz"
+    "${utils}/fetch.sh" "${url}/${f}.gz" "${raw_dir}/${f}.gz" \
+        || { echo "$0: (or put the files in ${raw_dir} yourself)" >&2; exit 1; }
 done
 echo "${raw_dir}: MNIST ready"

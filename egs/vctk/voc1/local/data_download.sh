@@ -10,20 +10,14 @@ download_dir=${1:-downloads}
 url=https://datashare.ed.ac.uk/bitstream/handle/10283/3443/VCTK-Corpus-0.92.zip
 archive=VCTK-Corpus-0.92.zip
 corpus=${download_dir}/VCTK-Corpus-0.92
+utils=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../../recipes/utils" && pwd)
 
 mkdir -p "${download_dir}"
 if [ -d "${corpus}/wav48_silence_trimmed" ] && [ -d "${corpus}/txt" ]; then
     echo "$0: ${corpus} already present; skipping download"
     exit 0
 fi
-if [ ! -f "${download_dir}/${archive}" ]; then
-    if command -v curl > /dev/null; then
-        curl -fL --retry 3 -o "${download_dir}/${archive}.part" "${url}"
-    else
-        wget -O "${download_dir}/${archive}.part" "${url}"
-    fi
-    mv "${download_dir}/${archive}.part" "${download_dir}/${archive}"
-fi
+"${utils}/fetch.sh" "${url}" "${download_dir}/${archive}"
 # the zip holds wav48_silence_trimmed/, txt/, speaker-info.txt ... at its top level
 mkdir -p "${corpus}"
 unzip -q -o "${download_dir}/${archive}" -d "${corpus}"

@@ -29,6 +29,11 @@ def _prep(recipe, *args):
     cwd = os.path.join(EGS, recipe, "voc1")
     r = subprocess.run(["bash", "local/data_prep.sh", *map(str, args)], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+    # what stage 0 of recipes/voc1/voc.sh runs next on the three directories
+    data = args[1] if len(args) > 1 else os.path.join(cwd, "data")
+    dirs = [os.path.join(str(data), s) for s in ("train", "dev", "eval")]
+    r = subprocess.run([sys.executable, "-m", "vocoflow.cli", "validate-data-dir", *dirs], env=_env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def _read(path):
@@ -50,8 +55,7 @@ def _check(data, utt_to_spk_prefix=True):
             assert all(u.startswith(s) for u, s in u2s.items())
         ids[name] = set(keys)
     assert not (ids["train"] & ids["dev"]) and not (ids["train"] & ids["eval"]) and not (ids["dev"] & ids["eval"])
-    # local/data_prep.sh ends with `python -m vocoflow.cli validate-data-dir` on the three
-    # directories, so its exit status 0 (checked by _prep) already covers validation.
+    # _prep already ran `vocoflow validate-data-dir` on the three directories, as stage 0 does.
     return ids
 
 

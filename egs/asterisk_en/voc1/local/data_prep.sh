@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Write data/{train,dev,eval} (wav.scp utt2spk spk2utt text, sorted) from the downloaded
-# corpus and validate them. Files whose content does not change are not rewritten, so later
-# stages that compare modification times are not redone.
+# corpus (stage 0 of recipes/voc1/voc.sh then validates them). Files whose content does not
+# change are not rewritten, so later stages that compare modification times are not redone.
 #
 # Usage: local/data_prep.sh [DOWNLOAD_DIR [DATA_DIR]]   (defaults: downloads data)
 set -euo pipefail
@@ -17,4 +17,3 @@ if [ ! -f "${download_dir}/.decode.done" ]; then
     exit 1
 fi
 python "${script_dir}/data_prep.py" "${download_dir}/wav" "${download_dir}/core-sounds-en.txt" "${data_dir}"
-python -m vocoflow.cli validate-data-dir "${data_dir}/train" "${data_dir}/dev" "${data_dir}/eval"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Write data/{train,dev,eval} (wav.scp utt2spk spk2utt text, sorted) from LibriTTS and validate
-# them: train, dev and eval are whole subsets (default train-clean-100, dev-clean, test-clean).
+# Write data/{train,dev,eval} (wav.scp utt2spk spk2utt text, sorted) from LibriTTS (stage 0 of
+# recipes/voc1/voc.sh then validates them): train, dev and eval are whole subsets (default
+# train-clean-100, dev-clean, test-clean).
 #
 # Usage: local/data_prep.sh [DOWNLOAD_DIR [DATA_DIR [TRAIN_SUBSET [DEV_SUBSET [EVAL_SUBSET]]]]]
 #        (defaults: downloads data train-clean-100 dev-clean test-clean)
@@ -25,4 +26,3 @@ done
 python "${script_dir}/data_prep.py" "${corpus}/${train_set}" "${data_dir}/train"
 python "${script_dir}/data_prep.py" "${corpus}/${dev_set}" "${data_dir}/dev"
 python "${script_dir}/data_prep.py" "${corpus}/${eval_set}" "${data_dir}/eval"
-python -m vocoflow.cli validate-data-dir "${data_dir}/train" "${data_dir}/dev" "${data_dir}/eval"

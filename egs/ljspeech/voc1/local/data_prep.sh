@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Write data/{train,dev,eval} (wav.scp utt2spk spk2utt text, sorted) from LJSpeech-1.1 and
-# validate them. Split (over the ids sorted in C locale): the last 100 utterances are eval,
-# the 100 before them dev, the rest train.
+# Write data/{train,dev,eval} (wav.scp utt2spk spk2utt text, sorted) from LJSpeech-1.1
+# (stage 0 of recipes/voc1/voc.sh then validates them). Split (over the ids sorted in C
+# locale): the last 100 utterances are eval, the 100 before them dev, the rest train.
 #
 # Usage: local/data_prep.sh [DOWNLOAD_DIR [DATA_DIR]]   (defaults: downloads data)
 set -euo pipefail
@@ -18,4 +18,3 @@ if [ ! -f "${corpus}/metadata.csv" ]; then
     exit 1
 fi
 python "${script_dir}/data_prep.py" "${corpus}" "${data_dir}"
-python -m vocoflow.cli validate-data-dir "${data_dir}/train" "${data_dir}/dev" "${data_dir}/eval"

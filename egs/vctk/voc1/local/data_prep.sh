@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Write data/{train,dev,eval} (wav.scp utt2spk spk2utt text, sorted) from VCTK-Corpus-0.92
-# (mic1 recordings only; utterances without a transcript, e.g. all of p315, are skipped) and
-# validate them. Split, per speaker over its utterance ids sorted in C locale: the last 2 are
-# eval, the 2 before them dev, the rest train.
+# (mic1 recordings only; utterances without a transcript, e.g. all of p315, are skipped);
+# stage 0 of recipes/voc1/voc.sh then validates them. Split, per speaker over its utterance
+# ids sorted in C locale: the last 2 are eval, the 2 before them dev, the rest train.
 #
 # Usage: local/data_prep.sh [DOWNLOAD_DIR [DATA_DIR]]   (defaults: downloads data)
 set -euo pipefail
@@ -19,4 +19,3 @@ if [ ! -d "${corpus}/wav48_silence_trimmed" ] || [ ! -d "${corpus}/txt" ]; then
     exit 1
 fi
 python "${script_dir}/data_prep.py" "${corpus}" "${data_dir}"
-python -m vocoflow.cli validate-data-dir "${data_dir}/train" "${data_dir}/dev" "${data_dir}/eval"

@@ -14,3 +14,16 @@ def good_data_dir(tmp_path):
     from data_fixtures import make_good_data_dir
 
     return make_good_data_dir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures(...)``): tiny
+    tensors gain nothing from more, and on a shared machine multi-threaded kernels spin-wait for
+    descheduled threads."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

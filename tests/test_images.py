@@ -15,18 +15,9 @@ from vocoflow.images import (
     load_image_flow, uniform_noise,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 EXACT_TOL = 1e-9
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these tiny tensors gain nothing from more, and on a shared machine
-    multi-threaded kernels spin-wait for descheduled threads."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 ITERATIVE_TOL = 1e-6
 LOGDET_TOL = 1e-7
 

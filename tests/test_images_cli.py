@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from vocoflow.cli.main import main
@@ -20,14 +19,7 @@ from vocoflow.images.png import read_png_size
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these tiny tensors gain nothing from more, and on a shared machine
-    multi-threaded kernels spin-wait for descheduled threads."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

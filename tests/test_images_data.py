@@ -19,14 +19,7 @@ from vocoflow.images import (
 from vocoflow.images.png import read_png_size
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these tiny tensors gain nothing from more, and on a shared machine
-    multi-threaded kernels spin-wait for descheduled threads."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

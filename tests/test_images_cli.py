@@ -18,9 +18,7 @@ from vocoflow.images.png import read_png_size
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 
 @pytest.fixture(scope="module")

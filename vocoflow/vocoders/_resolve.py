@@ -43,8 +43,9 @@ def config_from_dict(cls, data: dict, type_name: str, features=None):
 
 
 class MelModelMixin:
-    """Properties and weight-norm handling common to the mel-conditioned models; a model
-    provides ``config`` (with ``n_mels`` and ``hop_length``) and ``conditioners()``."""
+    """Properties, weight-norm handling, mel conditioning and the inference context common to
+    the mel-conditioned models; a model provides ``config`` (with ``n_mels`` and
+    ``hop_length``), ``conditioners()`` and an ``upsample`` module (frames to samples)."""
 
     @property
     def hop_length(self) -> int:
@@ -66,3 +67,15 @@ class MelModelMixin:
 
     def has_weight_norm(self) -> bool:
         return any(m.has_weight_norm() for m in self.conditioners())
+
+    def inference_context(self):
+        """``torch.inference_mode()``; a model whose inference needs autograd overrides it."""
+        import torch
+
+        return torch.inference_mode()
+
+    def condition(self, mel):
+        """Mel ``(B, n_mels, frames)`` upsampled to ``(B, n_mels, frames * hop)``."""
+        if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
+            raise ValueError(f"mel must be (B, {self.config.n_mels}, frames), got {tuple(mel.shape)}")
+        return self.upsample(mel)

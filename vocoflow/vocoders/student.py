@@ -395,15 +395,7 @@ class IAFStudent(MelModelMixin, nn.Module):
         equals unchunked synthesis up to rounding."""
         return math.ceil(self.receptive_field / self.hop_length) + max(self.upsample.context_frames)
 
-    def inference_context(self):
-        return torch.inference_mode()
-
     # -- the model ----------------------------------------------------------------------------
-    def condition(self, mel: torch.Tensor) -> torch.Tensor:
-        if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
-            raise ValueError(f"mel must be (B, {self.config.n_mels}, frames), got {tuple(mel.shape)}")
-        return self.upsample(mel)
-
     def base_noise(self, noise: torch.Tensor) -> torch.Tensor:
         """Unit-normal noise to the student's standard base noise (identity for ``gaussian``,
         ``logit(Phi(n))`` for ``logistic``: an exact quantile transform)."""

@@ -152,16 +152,7 @@ class WaveNetTeacher(MelModelMixin, nn.Module):
     def conditioners(self) -> list[nn.Module]:
         return [self.net]
 
-    def inference_context(self):
-        return torch.inference_mode()
-
     # -- the density --------------------------------------------------------------------------
-    def condition(self, mel: torch.Tensor) -> torch.Tensor:
-        """Mel ``(B, n_mels, frames)`` upsampled to ``(B, n_mels, frames * hop)``."""
-        if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
-            raise ValueError(f"mel must be (B, {self.config.n_mels}, frames), got {tuple(mel.shape)}")
-        return self.upsample(mel)
-
     def _audio(self, audio: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
         if audio.dim() == 3 and audio.shape[1] == 1:
             audio = audio[:, 0]

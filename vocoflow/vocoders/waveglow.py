@@ -276,7 +276,7 @@ class WaveGlow(MelModelMixin, nn.Module):
         internally at inference (residual blocks compute their log-determinant with it)."""
         if self.config.coupling == "residual":
             return torch.no_grad()
-        return torch.inference_mode()
+        return super().inference_context()
 
     # -- the model ----------------------------------------------------------------------------
     def _audio(self, audio: torch.Tensor) -> torch.Tensor:
@@ -288,10 +288,7 @@ class WaveGlow(MelModelMixin, nn.Module):
 
     def condition(self, mel: torch.Tensor) -> torch.Tensor:
         """``(B, n_mels, frames) -> (B, n_mels * n_group, frames * hop / n_group)``."""
-        if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
-            raise ValueError(f"mel must be (B, {self.config.n_mels}, frames), got {tuple(mel.shape)}")
-        up = self.upsample(mel)
-        return Squeeze(self.config.n_group)(up)[0]
+        return Squeeze(self.config.n_group)(super().condition(mel))[0]
 
     def latent_shape(self, batch: int, frames: int) -> tuple[int, int, int]:
         g = self.config.n_group

@@ -277,14 +277,16 @@ class WN(nn.Module):
                 m = t1 - t0
                 A, G = a_buf[:, :m], g_buf[:, :m]
                 c0 = pad_l + t0
-                for j, off in enumerate(offsets[i]):
-                    src = cur[(0 if j == 0 else 1):n + 1, c0 + off:c0 + off + m]
-                    if j > 0 or cc:
-                        if j == 0:
-                            torch.mm(w_c, cond[:, t0:t1], out=A)
-                        A.addmm_(taps[j], src)
-                    else:
-                        torch.mm(taps[j], src, out=A)
+                # the first tap also reads the ones row (bias); the others read h only
+                offs = offsets[i]
+                first = cur[:n + 1, c0 + offs[0]:c0 + offs[0] + m]
+                if cc:
+                    torch.mm(w_c, cond[:, t0:t1], out=A)
+                    A.addmm_(taps[0], first)
+                else:
+                    torch.mm(taps[0], first, out=A)
+                for j in range(1, k):
+                    A.addmm_(taps[j], cur[1:n + 1, c0 + offs[j]:c0 + offs[j] + m])
                 torch.tanh(A[:n], out=G[:n])
                 G[:n].mul_(torch.sigmoid_(A[n:]))
                 cols = slice(c0, c0 + m)

@@ -56,14 +56,10 @@ def _text(utt) -> str:
 
 
 def _write_audio(path, wav, rate, fmt):
-    import soundfile as sf
-
-    from vocoflow.audio._files import atomic_open
-    from vocoflow.audio.io import to_int16
+    from vocoflow.audio.io import save_wav
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with atomic_open(path, "wb") as f:
-        sf.write(f, to_int16(wav), rate, format=fmt, subtype="PCM_16")
+    save_wav(path, wav, rate, format=fmt)
 
 
 def _write_text(path, text):

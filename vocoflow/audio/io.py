@@ -241,11 +241,12 @@ def _segment_bounds(total, rate, start, end, name, max_overshoot):
     return first, last
 
 
-def save_wav(path: str | os.PathLike, wav, sample_rate: int) -> None:
-    """Write mono (``(T,)``) or multi-channel (``(T, C)``) audio as 16-bit PCM WAV, atomically.
+def save_wav(path: str | os.PathLike, wav, sample_rate: int, format: str = "WAV") -> None:
+    """Write mono (``(T,)``) or multi-channel (``(T, C)``) audio as 16-bit PCM, atomically, as
+    WAV (or another container soundfile writes 16-bit PCM in, e.g. ``format="FLAC"``).
 
     Float input is scaled by 32768, rounded and clipped; int16 input is written as is.
     """
     data = to_int16(wav)
     with atomic_open(path, "wb") as f:
-        sf.write(f, data, int(sample_rate), format="WAV", subtype="PCM_16")
+        sf.write(f, data, int(sample_rate), format=format, subtype="PCM_16")

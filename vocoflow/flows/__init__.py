@@ -9,7 +9,7 @@ from .autoregressive import IAF
 from .base import Bijector, Inverse, NonConvergenceError, Sequential, sum_except_batch
 from .conditioners import CausalConvNet, ConvNet
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling, MixLogisticCoupling
-from .distributions import Logistic, Normal
+from .distributions import Logistic, Normal, gaussian_log_prob
 from .elementwise import AffineMap, ElementwiseMap, MixLogisticMap, ShiftMap, make_map
 from .flow import Flow
 from .linear import Invertible1x1Conv, Reverse, Shuffle
@@ -23,5 +23,6 @@ __all__ = [
     "AdditiveCoupling", "AffineCoupling", "MixLogisticCoupling", "Coupling",
     "ShiftMap", "AffineMap", "MixLogisticMap", "ElementwiseMap", "make_map",
     "Invertible1x1Conv", "Reverse", "Shuffle", "ActNorm", "Scale", "Squeeze", "Split",
-    "ResidualBlock", "SpectralNormLayer", "LipSwish", "IAF", "ConvNet", "CausalConvNet", "Normal", "Logistic", "Flow",
+    "ResidualBlock", "SpectralNormLayer", "LipSwish", "IAF", "ConvNet", "CausalConvNet", "Normal", "Logistic",
+    "gaussian_log_prob", "Flow",
 ]

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vocoflow.flows import gaussian_log_prob
 from vocoflow.train.losses import (
     MultiResolutionSTFTLoss, closed_form_kl, log_scale_loss, monte_carlo_kl, stft_resolutions,
 )
@@ -52,7 +53,6 @@ from .vocoder_task import ConfigError, VocoderTask
 __all__ = ["DistillLossConfig", "DistillObjective", "DistillTask", "load_teacher", "score_systems"]
 
 log = logging.getLogger("vocoflow.train")
-_LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass
@@ -184,7 +184,7 @@ class DistillObjective:
             if self.closed:
                 kl = closed_form_kl(out["mu"], out["log_scale"], mu_p, ls_p).mean(dim=-1)
             else:
-                log_p = (-0.5 * ((x - mu_p) * torch.exp(-ls_p)) ** 2 - ls_p - 0.5 * _LOG_2PI)
+                log_p = gaussian_log_prob(x, mu_p, ls_p)
                 kl = monte_carlo_kl(out["log_q"], log_p).mean(dim=-1)
         else:
             log_p = self.teacher.log_prob(x, mel, sigma=sigma)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from vocoflow.flows import IAF, Logistic, Normal
+from vocoflow.flows import IAF, Logistic, Normal, gaussian_log_prob
 from vocoflow.flows.elementwise import AffineMap, ElementwiseMap, MixLogisticMap, make_map
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
@@ -406,7 +406,7 @@ class IAFStudent(MelModelMixin, nn.Module):
     def _base_logpdf(self, z: torch.Tensor, sigma: float) -> torch.Tensor:
         """Elementwise log-density of the base at temperature ``sigma``."""
         if self.config.noise == "gaussian":
-            return -0.5 * (z / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
+            return gaussian_log_prob(z, log_scale=math.log(sigma))
         u = z / sigma
         return -u - 2 * torch.nn.functional.softplus(-u) - math.log(sigma)
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vocoflow.flows import Logistic, Normal
+from vocoflow.flows import Logistic, Normal, gaussian_log_prob
 from vocoflow.flows.elementwise import mixlogistic_logcdf, mixlogistic_logpdf
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
@@ -40,7 +40,6 @@ from ._resolve import MelModelMixin, config_from_dict, resolve_config
 __all__ = ["WaveNetTeacherConfig", "WaveNetTeacher", "OUTPUTS", "config_from_dict"]
 
 OUTPUTS = ("gaussian", "mixlogistic")
-_LOG_2PI = math.log(2 * math.pi)
 
 
 def _positive_ints(obj, names):
@@ -195,7 +194,7 @@ class WaveNetTeacher(MelModelMixin, nn.Module):
         p = self.params(x, mel, sigma)
         if self.config.output == "gaussian":
             mu, ls = p
-            return -0.5 * ((x - mu) * torch.exp(-ls)) ** 2 - ls - 0.5 * _LOG_2PI
+            return gaussian_log_prob(x, mu, ls)
         logits, means, ls = p
         return mixlogistic_logpdf(x, logits, means, ls)
 

@@ -192,7 +192,7 @@ def test_recipe_configs_build_and_agree_with_the_front_end(path):
     (WaveGlow) inverts exactly on a few frames."""
     import torch
 
-    from vocoflow.audio.features import MelConfig
+    from vocoflow.audio.mel import MelConfig
     from vocoflow.vocoders import build_model, features_from_config, load_config
 
     cfg = load_config(path)

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from flowcheck import randomize
-from vocoflow.audio.feats import ArkScpWriter
+from vocoflow.audio.kaldi_io import ArkScpWriter
 from vocoflow.audio.io import save_wav
 from vocoflow.vocoders import build_model, load, load_config, save_vocoder
 

@@ -258,7 +258,7 @@ def test_batch_of_different_lengths(saved):
 
 
 def test_denoiser_removes_a_stationary_bias_tone():
-    from vocoflow.audio.features import get_preset
+    from vocoflow.audio.mel import get_preset
 
     sr = 16000
     t = torch.arange(sr) / sr
@@ -302,7 +302,7 @@ def test_vocoflow_load_export():
 
 
 def test_in_memory_vocoder_from_model(tmp_path):
-    from vocoflow.audio.features import get_preset
+    from vocoflow.audio.mel import get_preset
 
     model = WaveGlow(n_mels=80, hop_length=256, n_group=4, n_flows=2, n_early_every=1,
                      n_early_size=1, wn_layers=1, wn_channels=4, upsample="repeat")

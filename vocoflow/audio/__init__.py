@@ -1,11 +1,11 @@
 """Audio front end of vocoflow: mel features, audio I/O, Kaldi data/dump directories, datasets.
 
-This layer imports only torch, torchaudio, librosa, soundfile, kaldiio and numpy (DESIGN.md).
+This layer imports only torch, torchaudio, librosa, soundfile, kaldiio and numpy (the layering rule).
 
-- :mod:`~vocoflow.audio.features`: :class:`MelConfig`, presets, :class:`MelSpectrogram`, :func:`align`
+- :mod:`~vocoflow.audio.mel`: :class:`MelConfig`, presets, :class:`MelSpectrogram`, :func:`align`
 - :mod:`~vocoflow.audio.io`: :func:`load_audio`, :func:`save_wav`, :class:`AudioError`
 - :mod:`~vocoflow.audio.datadir`: Kaldi data directories and their validation
-- :mod:`~vocoflow.audio.feats`: ark/scp features (:func:`read_feats`, :func:`as_frames_by_mels`)
+- :mod:`~vocoflow.audio.kaldi_io`: Kaldi ark/scp I/O (:func:`read_feats`, :func:`as_frames_by_mels`)
 - :mod:`~vocoflow.audio.dump`: :func:`preprocess`, :func:`compute_stats`, :func:`normalize`
 - :mod:`~vocoflow.audio.dataset`: :class:`AudioMelDataset`, :func:`collate_eval`
 """
@@ -20,8 +20,8 @@ from .datadir import (
     write_data_dir,
 )
 from .dataset import AudioMelDataset, collate_eval
-from .feats import ArkScpWriter, FeatureShapeError, as_frames_by_mels, load_feat, read_feats, read_scp
-from .features import PRESETS, MelConfig, MelSpectrogram, align, get_preset, list_presets
+from .kaldi_io import ArkScpWriter, FeatureShapeError, as_frames_by_mels, load_feat, read_feats, read_scp
+from .mel import PRESETS, MelConfig, MelSpectrogram, align, get_preset, list_presets
 from .io import AudioError, load_audio, resample, save_wav, to_int16, from_int16
 from .dump import PreprocessResult, Stats, compute_stats, normalize, preprocess
 

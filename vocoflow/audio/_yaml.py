@@ -1,6 +1,6 @@
 """A flat YAML subset: one ``key: scalar`` mapping, written and read without PyYAML.
 
-The ``audio`` layer may not import PyYAML (see DESIGN.md), but feature configurations are
+The ``audio`` layer may not import PyYAML (the layering rule), but feature configurations are
 saved as YAML next to every dump and model. They are flat mappings of scalars, so this module
 writes them in a form that any YAML 1.1/1.2 reader (PyYAML included) loads to the same dict,
 and reads back that form plus the usual hand-written variants (comments, bare strings,

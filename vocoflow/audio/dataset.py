@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .datadir import source_kind
-from .feats import load_feat, read_scp, resolve_entry
-from .features import MelConfig
+from .kaldi_io import load_feat, read_scp, resolve_entry
+from .mel import MelConfig
 from .io import run_pipe
 from .dump import Stats, read_utt2num_frames, require_complete
 

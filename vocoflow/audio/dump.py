@@ -37,8 +37,8 @@ import torch
 
 from ._files import atomic_write_text
 from .datadir import DataDir, DataDirError, Issue, Utterance, load_utterance
-from .feats import ArkScpWriter, load_feat, read_feats, read_scp
-from .features import MelConfig, MelSpectrogram, align
+from .kaldi_io import ArkScpWriter, load_feat, read_feats, read_scp
+from .mel import MelConfig, MelSpectrogram, align
 from .io import AudioError, from_int16, to_int16
 
 __all__ = [

@@ -76,7 +76,7 @@ def _feature_args(p: argparse.ArgumentParser) -> None:
 
 def load_feature_config(preset: str | None, config_path: str | None):
     """The MelConfig chosen by ``--feature-preset`` and/or ``--config``."""
-    from vocoflow.audio.features import MelConfig, get_preset
+    from vocoflow.audio.mel import MelConfig, get_preset
 
     if preset is None and config_path is None:
         raise CLIError("give --feature-preset NAME or --config YAML")

@@ -92,7 +92,7 @@ def _sources(args, voc):
     """``[(utt_id, loader)]`` where ``loader()`` returns ``(mel, is_audio)`` or raises."""
     import numpy as np
 
-    from vocoflow.audio.feats import as_frames_by_mels, load_feat, read_scp
+    from vocoflow.audio.kaldi_io import as_frames_by_mels, load_feat, read_scp
     from vocoflow.audio.io import load_audio, run_pipe
 
     def scp(path):

@@ -44,7 +44,7 @@ def _wav_map(spec: str) -> dict:
     if path.is_dir() and (path / "wav.scp").is_file():
         path = path / "wav.scp"
     if path.is_file():
-        from vocoflow.audio.feats import resolve_entry
+        from vocoflow.audio.kaldi_io import resolve_entry
 
         out = {}
         for n, line in enumerate(path.read_text().splitlines(), 1):

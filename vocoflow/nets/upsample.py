@@ -17,7 +17,7 @@ class MelUpsampler(nn.Module):
       ``4 * hop``: 1024 for hop 256, as in WaveGlow). Its output of length
       ``(frames - 1) * hop + kernel_size`` is cut to the ``frames * hop`` samples centred on the
       frames: frame ``t``'s kernel is centred on samples ``[t * hop, (t + 1) * hop)``, which is
-      where :mod:`vocoflow.audio.features` centres frame ``t`` (so no half-kernel misalignment).
+      where :mod:`vocoflow.audio.mel` centres frame ``t`` (so no half-kernel misalignment).
     * ``mode="repeat"``: each frame repeated ``hop`` times (no parameters).
 
     >>> import torch

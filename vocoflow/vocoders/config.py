@@ -21,7 +21,7 @@ import os
 
 import yaml
 
-from vocoflow.audio.features import MelConfig
+from vocoflow.audio.mel import MelConfig
 
 from .waveglow import WaveGlow, WaveGlowConfig
 from .student import IAFStudent, StudentConfig

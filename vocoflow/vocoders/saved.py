@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import yaml
 
-from vocoflow.audio.features import MelConfig, MelSpectrogram
+from vocoflow.audio.mel import MelConfig, MelSpectrogram
 
 from .config import DEFAULT_SYNTHESIS, MODEL_TYPES, features_from_config, model_config_from
 from .synthesis import Denoiser, chunked_infer, looks_normalized

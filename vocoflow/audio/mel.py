@@ -173,7 +173,7 @@ class MelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_yaml(self) -> str:
-        return dump_flat(self.to_dict(), header="vocoflow MelConfig (vocoflow.audio.features)")
+        return dump_flat(self.to_dict(), header="vocoflow MelConfig (vocoflow.audio.mel)")
 
     @classmethod
     def from_yaml(cls, text: str, name: str = "<yaml>") -> "MelConfig":

@@ -98,7 +98,7 @@ def as_frames_by_mels(feat, n_mels: int | None, name: str = "features") -> np.nd
     >>> as_frames_by_mels(np.zeros((7, 60)), 80, "u1")
     Traceback (most recent call last):
     ...
-    vocoflow.audio.feats.FeatureShapeError: u1: feature matrix of shape (7, 60) has no axis of n_mels=80 (expected (frames, 80) or (80, frames))
+    vocoflow.audio.kaldi_io.FeatureShapeError: u1: feature matrix of shape (7, 60) has no axis of n_mels=80 (expected (frames, 80) or (80, frames))
     """
     arr = np.asarray(feat)
     if arr.ndim != 2:

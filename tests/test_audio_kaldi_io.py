@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vocoflow.audio import ArkScpWriter, FeatureShapeError, as_frames_by_mels, read_feats, read_scp
-from vocoflow.audio.feats import load_feat
+from vocoflow.audio.kaldi_io import load_feat
 
 
 def test_round_trip_own_writer(tmp_path):

@@ -8,7 +8,7 @@ import yaml
 from data_fixtures import chirp_noise
 
 from vocoflow.audio import MelConfig, MelSpectrogram, align, get_preset, list_presets
-from vocoflow.audio.features import PRESETS
+from vocoflow.audio.mel import PRESETS
 
 PRESET_NAMES = ["waveglow", "pwg", "asterisk16k"]
 

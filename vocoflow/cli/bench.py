@@ -114,12 +114,11 @@ def _maxrss_mb() -> float:
 def _load(source: str, device: str):
     import torch
 
-    from vocoflow.vocoders.config import build_model, features_from_config, load_config
-    from vocoflow.vocoders.saved import Vocoder
+    from vocoflow.vocoders import Vocoder, build_model, features_from_config, load_model_config
 
     if os.path.isdir(source):
         return Vocoder.from_pretrained(source, device=device), os.path.basename(source.rstrip("/"))
-    cfg = load_config(source)
+    cfg = load_model_config(source)
     torch.manual_seed(0)
     model = build_model(cfg)
     activate(model)

@@ -142,7 +142,7 @@ def cmd_decode(args) -> int:
     import torch
 
     from vocoflow.audio.io import save_wav
-    from vocoflow.vocoders.saved import Vocoder, VocoderError, noise_for
+    from vocoflow.vocoders import Vocoder, VocoderError, noise_for
 
     if args.batch_size < 1:
         raise CLIError("--batch-size must be >= 1")

@@ -1,13 +1,14 @@
-"""Model YAML configs (``configs/waveglow_*.yaml``): reading them and building their parts.
+"""Model YAML configs (``configs/*.yaml``): reading and checking them, building their parts.
 
 A config has exactly these top-level keys (shared with the trainer)::
 
     features:   a MelConfig mapping, or {preset: NAME, **overrides}
-    model:      {type: waveglow, **WaveGlowConfig fields}   (n_mels/hop_length come from features)
+    model:      {type: NAME, **fields of its config}   (a type of VOCODER_MODELS, default waveglow;
+                n_mels/hop_length come from features)
     train:      trainer settings (batch_size, segment_length, lr, steps, sigma, ...)
     synthesis:  {sigma: 0.6, denoise: 0.0}
 
->>> cfg = load_config({"features": {"preset": "asterisk16k"}, "model": {"type": "waveglow",
+>>> cfg = load_model_config({"features": {"preset": "asterisk16k"}, "model": {"type": "waveglow",
 ...                    "n_flows": 2, "n_early_every": 1, "wn_layers": 2, "wn_channels": 8}})
 >>> features_from_config(cfg).sample_rate, cfg["synthesis"]["sigma"]
 (16000, 0.6)
@@ -19,25 +20,19 @@ from __future__ import annotations
 
 import os
 
-import yaml
+from vocoflow.audio import MelConfig
+from vocoflow.yamlfile import read_yaml_file
 
-from vocoflow.audio.mel import MelConfig
+from .models import VOCODER_MODELS
 
-from .waveglow import WaveGlow, WaveGlowConfig
-from .student import IAFStudent, StudentConfig
-from .teacher import WaveNetTeacher, WaveNetTeacherConfig
-
-__all__ = ["load_config", "features_from_config", "model_config_from", "build_model",
-           "TOP_LEVEL_KEYS", "DEFAULT_SYNTHESIS", "MODEL_TYPES"]
+__all__ = ["load_model_config", "load_config", "features_from_config", "model_config_from",
+           "build_model", "model_type", "TOP_LEVEL_KEYS", "DEFAULT_SYNTHESIS"]
 
 TOP_LEVEL_KEYS = ("features", "model", "train", "synthesis")
 DEFAULT_SYNTHESIS = {"sigma": 0.6, "denoise": 0.0}
-MODEL_TYPES = {"waveglow": (WaveGlow, WaveGlowConfig),
-               "iaf_student": (IAFStudent, StudentConfig),
-               "wavenet_teacher": (WaveNetTeacher, WaveNetTeacherConfig)}
 
 
-def load_config(source) -> dict:
+def load_model_config(source) -> dict:
     """Read a model config (a YAML path or an already-loaded dict) and check its layout.
 
     Returns a new dict with ``features``, ``model``, ``train`` and ``synthesis`` (the last two
@@ -46,11 +41,7 @@ def load_config(source) -> dict:
     name = "<config>"
     if isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
-        try:
-            with open(name, encoding="utf-8") as f:
-                data = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ValueError(f"{name}: not valid YAML ({e})") from None
+        data = read_yaml_file(name)
     else:
         data = source
     if not isinstance(data, dict):
@@ -82,19 +73,23 @@ def features_from_config(cfg: dict) -> MelConfig:
     return feats if isinstance(feats, MelConfig) else MelConfig.from_dict(feats)
 
 
+load_config = load_model_config  # the older name
+
+
+def model_type(cfg: dict) -> str:
+    """The ``model.type`` of a config (the registry's default when absent)."""
+    return (cfg.get("model") or {}).get("type", VOCODER_MODELS.default)
+
+
 def model_config_from(cfg: dict):
     """The model's config dataclass (e.g. :class:`WaveGlowConfig`), with ``n_mels`` and
     ``hop_length`` taken from the features."""
-    model = dict(cfg["model"])
-    kind = model.get("type", "waveglow")
-    if kind not in MODEL_TYPES:
-        raise ValueError(f"unknown model type {kind!r} (known: {', '.join(MODEL_TYPES)})")
-    return MODEL_TYPES[kind][1].from_dict(model, features=features_from_config(cfg))
+    choice = VOCODER_MODELS.get(model_type(cfg))
+    return choice.config.from_dict(dict(cfg["model"]), features=features_from_config(cfg))
 
 
 def build_model(cfg: dict):
-    """A freshly initialised model for a config dict (see :func:`load_config`)."""
+    """A freshly initialised model for a config dict (see :func:`load_model_config`)."""
     mcfg = model_config_from(cfg)
-    kind = cfg["model"].get("type", "waveglow")
-    return MODEL_TYPES[kind][0](mcfg)
+    return VOCODER_MODELS.get(model_type(cfg)).cls(mcfg)
 

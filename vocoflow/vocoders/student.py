@@ -20,7 +20,6 @@ dilations restarting every 10 layers.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -32,7 +31,7 @@ from vocoflow.flows.elementwise import AffineMap, ElementwiseMap, MixLogisticMap
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
-from ._resolve import MelModelMixin, config_from_dict, resolve_config
+from .base import MelModelConfig, MelModelMixin, resolve_config
 
 __all__ = ["StudentConfig", "IAFStudent", "ChainMap", "BlockedWN", "MAPS", "NOISES"]
 
@@ -186,7 +185,7 @@ class ChainMap(ElementwiseMap):
 
 
 @dataclass
-class StudentConfig:
+class StudentConfig(MelModelConfig, type_name="iaf_student"):
     """Hyper-parameters of :class:`IAFStudent`.
 
     * ``flow_layers``: WN layers of each IAF flow (the flow count is its length).
@@ -202,8 +201,6 @@ class StudentConfig:
     2
     """
 
-    n_mels: int = 80
-    hop_length: int = 256
     flow_layers: list = field(default_factory=lambda: [10, 10, 10, 30])
     channels: int = 64
     kernel_size: int = 3
@@ -261,15 +258,6 @@ class StudentConfig:
     def affine(self) -> bool:
         """Every step is affine (or a shift): the student is one affine map per time step."""
         return all(m in ("affine", "additive") for m in self.maps)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["flow_layers"] = list(self.flow_layers)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict, features=None) -> "StudentConfig":
-        return config_from_dict(cls, data, "iaf_student", features)
 
 
 def _scale_bias(m: ElementwiseMap, log_s: float):

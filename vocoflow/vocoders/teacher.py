@@ -22,7 +22,6 @@ log-scale given ``x_<t``) for the closed-form KL and :meth:`WaveNetTeacher.log_p
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ from vocoflow.flows.elementwise import mixlogistic_logcdf, mixlogistic_logpdf
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
-from ._resolve import MelModelMixin, config_from_dict, resolve_config
+from .base import MelModelConfig, MelModelMixin, config_from_dict, resolve_config
 
 __all__ = ["WaveNetTeacherConfig", "WaveNetTeacher", "OUTPUTS", "config_from_dict"]
 
@@ -51,7 +50,7 @@ def _positive_ints(obj, names):
 
 
 @dataclass
-class WaveNetTeacherConfig:
+class WaveNetTeacherConfig(MelModelConfig, type_name="wavenet_teacher"):
     """Hyper-parameters of :class:`WaveNetTeacher`.
 
     ``n_layers`` causal dilated layers (dilations ``2**(i % dilation_cycle)``), ``channels``
@@ -64,8 +63,6 @@ class WaveNetTeacherConfig:
     8
     """
 
-    n_mels: int = 80
-    hop_length: int = 256
     n_layers: int = 20
     dilation_cycle: int = 10
     channels: int = 64
@@ -90,13 +87,6 @@ class WaveNetTeacherConfig:
     @property
     def n_out(self) -> int:
         return 2 if self.output == "gaussian" else 3 * self.mix_components
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict, features=None) -> "WaveNetTeacherConfig":
-        return config_from_dict(cls, data, "wavenet_teacher", features)
 
 
 class WaveNetTeacher(MelModelMixin, nn.Module):

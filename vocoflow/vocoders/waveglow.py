@@ -24,18 +24,13 @@ import torch
 from torch import nn
 
 from vocoflow.flows import (
-    AdditiveCoupling, AffineCoupling, Invertible1x1Conv, MixLogisticCoupling, Normal, Sequential,
-    Split, Squeeze,
+    AdditiveCoupling, AffineCoupling, Invertible1x1Conv, MixLogisticCoupling, Normal,
+    ResidualBlock, Sequential, Split, Squeeze,
 )
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
-try:  # written in its own module; optional until present
-    from vocoflow.flows import ResidualBlock
-except ImportError:  # pragma: no cover
-    ResidualBlock = None
-
-from ._resolve import MelModelMixin, config_from_dict, resolve_config
+from .base import MelModelConfig, MelModelMixin, config_from_dict, resolve_config
 
 __all__ = ["WaveGlowConfig", "WaveGlow", "COUPLINGS", "bf16_conditioners"]
 
@@ -43,7 +38,7 @@ COUPLINGS = ("affine", "additive", "mixlogistic", "residual")
 
 
 @dataclass
-class WaveGlowConfig:
+class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
     """Hyper-parameters of :class:`WaveGlow` (defaults: NVIDIA's published model).
 
     ``n_mels`` and ``hop_length`` must match the feature front end (:class:`MelConfig`);
@@ -199,8 +194,6 @@ class WaveGlow(MelModelMixin, nn.Module):
         if cfg.coupling == "mixlogistic":
             return MixLogisticCoupling(channels, n_components=cfg.mix_components,
                                        conditioner=self._wn_factory(), cond_channels=cc)
-        if ResidualBlock is None:  # pragma: no cover
-            raise ValueError("coupling 'residual' needs vocoflow.flows.ResidualBlock")
         return ResidualBlock(channels, hidden=cfg.residual_hidden, n_layers=cfg.residual_layers,
                              kernel_size=cfg.wn_kernel_size, ndim=1, cond_channels=cc,
                              coeff=cfg.residual_coeff, logdet=cfg.residual_logdet)

@@ -1,10 +1,22 @@
-"""Conventions shared by the vocoder models (WaveGlow, WaveNet teacher, IAF student)."""
+"""What the mel-conditioned vocoder models (WaveGlow, WaveNet teacher, IAF student) share: the
+:class:`MelModelConfig` base of their config dataclasses, the constructor convention
+(:func:`resolve_config`) and :class:`MelModelMixin`.
+
+>>> @dataclasses.dataclass
+... class ToyConfig(MelModelConfig, type_name="toy"):
+...     width: int = 4
+>>> ToyConfig.from_dict({"type": "toy", "width": 2}, features={"n_mels": 8, "hop_length": 16})
+ToyConfig(n_mels=8, hop_length=16, width=2)
+>>> ToyConfig().to_dict()
+{'n_mels': 80, 'hop_length': 256, 'width': 4}
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
-__all__ = ["resolve_config", "config_from_dict", "MelModelMixin"]
+__all__ = ["MelModelConfig", "resolve_config", "config_from_dict", "MelModelMixin"]
 
 
 def resolve_config(cls, config=None, overrides: dict | None = None):
@@ -40,6 +52,34 @@ def config_from_dict(cls, data: dict, type_name: str, features=None):
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
     return cls(**data)
+
+
+@dataclasses.dataclass
+class MelModelConfig:
+    """Base of the model config dataclasses: the fields every mel model has (``n_mels`` and
+    ``hop_length``, which must match the feature front end) and the shared ``to_dict`` /
+    ``from_dict``. A subclass names its model type with ``class C(MelModelConfig,
+    type_name="...")``; its own fields follow ``n_mels`` and ``hop_length``."""
+
+    type_name: ClassVar[str] = ""
+
+    n_mels: int = 80
+    hop_length: int = 256
+
+    def __init_subclass__(cls, type_name: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if type_name is not None:
+            cls.type_name = type_name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, features=None):
+        """Build from a dict (``type`` allowed when it is this model's). ``features`` (a
+        :class:`~vocoflow.audio.MelConfig` or dict) supplies ``n_mels``/``hop_length`` when
+        absent and must agree with them when present; unknown fields raise ``ValueError``."""
+        return config_from_dict(cls, data, cls.type_name, features)
 
 
 class MelModelMixin:

@@ -56,6 +56,30 @@ def test_gemm_path_wide_kernel_and_margins(causal, block, T, monkeypatch):
     assert torch.allclose(ref, fast, atol=1e-12)
 
 
+@pytest.mark.parametrize("kernel,cond", [(2, 6), (3, 6), (1, 6), (3, 0)])
+def test_step_by_step_equals_the_parallel_pass(kernel, cond):
+    """WN.step fed x[t - 1] (zeros at t = 0) gives forward(x)[..., t], across cached blocks of
+    conditioning, for queues shorter and longer than the sequence."""
+    net = _wn(causal=True, cond=cond, n_layers=4, kernel_size=kernel, dilation_cycle=3)
+    T = 23
+    x = torch.randn(2, 3, T, dtype=torch.float64)
+    c = torch.randn(2, cond, T, dtype=torch.float64) if cond else None
+    ref = net(x.clone().requires_grad_(), c).detach()  # the convolution path
+    cache = net.init_cache(2)
+    prev = torch.zeros(2, 3, dtype=torch.float64)
+    steps = []
+    with torch.no_grad():
+        for t0 in range(0, T, 5):
+            proj = net.conditioning(c[..., t0:t0 + 5]) if cond else None
+            for t in range(t0, min(T, t0 + 5)):
+                steps.append(net.step(prev, cache, None if proj is None else proj[:, t - t0]))
+                prev = x[..., t]
+    assert cache.position == T
+    assert torch.allclose(torch.stack(steps, dim=-1), ref, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="causal"):
+        _wn(causal=False).init_cache(1)
+
+
 def test_unconditioned_and_short_inputs():
     net = randomize(WN(2, 2, 0, n_layers=4, n_channels=4).double(), std=0.3)
     x = torch.randn(1, 2, 3, dtype=torch.float64)  # shorter than the dilations

@@ -10,12 +10,10 @@ import pytest
 import torch
 
 from flowcheck import jacobian_logdet, randomize
-from vocoflow.flows import IAF, AffineMap, MixLogisticMap
-from vocoflow.nets import WN
-from vocoflow.vocoders.student import BlockedWN
+from vocoflow.flows import IAF, AffineMap, ChainMap, MixLogisticMap
+from vocoflow.nets import WN, BlockedWN
 from vocoflow.vocoders import (
-    ChainMap, IAFStudent, StudentConfig, build_model, chunked_infer, load, load_config,
-    save_vocoder,
+    IAFStudent, StudentConfig, build_model, chunked_infer, load, load_config, save_vocoder,
 )
 
 D = torch.float64

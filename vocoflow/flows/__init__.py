@@ -10,7 +10,7 @@ from .base import Bijector, Inverse, NonConvergenceError, Sequential, sum_except
 from .conditioners import CausalConvNet, ConvNet
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling, MixLogisticCoupling
 from .distributions import Logistic, Normal, gaussian_log_prob
-from .elementwise import AffineMap, ElementwiseMap, MixLogisticMap, ShiftMap, make_map
+from .elementwise import AffineMap, ChainMap, ElementwiseMap, MixLogisticMap, ShiftMap, make_map
 from .flow import Flow
 from .linear import Invertible1x1Conv, Reverse, Shuffle
 from .normalization import ActNorm, Scale
@@ -21,7 +21,7 @@ from .residual import ResidualBlock
 __all__ = [
     "Bijector", "Sequential", "Inverse", "NonConvergenceError", "sum_except_batch",
     "AdditiveCoupling", "AffineCoupling", "MixLogisticCoupling", "Coupling",
-    "ShiftMap", "AffineMap", "MixLogisticMap", "ElementwiseMap", "make_map",
+    "ShiftMap", "AffineMap", "MixLogisticMap", "ChainMap", "ElementwiseMap", "make_map",
     "Invertible1x1Conv", "Reverse", "Shuffle", "ActNorm", "Scale", "Squeeze", "Split",
     "ResidualBlock", "SpectralNormLayer", "LipSwish", "IAF", "ConvNet", "CausalConvNet", "Normal", "Logistic",
     "gaussian_log_prob", "Flow",

@@ -7,7 +7,7 @@ gated ``tanh * sigmoid`` units, residual and skip 1x1 convolutions, and a zero-i
 output layer so the coupling it drives starts as the identity. The conditioning of all layers is
 computed by one fused 1x1 convolution ``cond_channels -> 2 * n_channels * n_layers``.
 
-Two execution paths compute the same function:
+Every way of running the network lives here, and all compute the same function:
 
 * training (autograd needed): ``torch.nn.functional.conv1d`` on the weight-normalised weights;
 * inference (no autograd): every convolution is a GEMM on strided views of a zero-margined
@@ -17,7 +17,13 @@ Two execution paths compute the same function:
   ``2*C*L x T`` conditioning tensor in memory), biases ride on rows of ones, and the residual
   and skip 1x1 convolutions are a single GEMM. On this project's 2-core CPU a WN of WaveGlow's
   default size runs at about 88-90 % of the same machine's 2048^3 float32 matmul rate (1 or 2
-  threads) and the default WaveGlow as a whole at 80-84 % (``vocoflow benchmark``).
+  threads) and the default WaveGlow as a whole at 80-84 % (``vocoflow benchmark``);
+* causal inference in time blocks (:class:`BlockedWN`, the IAF students' conditioner): per
+  block and layer the dilated taps come from a short per-layer history, and the skip weights are
+  folded into the output layer;
+* one step at a time (causal only, autoregressive sampling): :meth:`WN.init_cache`,
+  :meth:`WN.conditioning` and :meth:`WN.step` keep per-layer queues of past inputs, so a step
+  costs ``O(layers)`` whatever the receptive field.
 
 ``WN`` runs in the dtype of its weights: an input of another dtype is cast in and the output cast
 back, which is how the bfloat16 synthesis path keeps the conditioner in bf16 and the coupling
@@ -26,13 +32,15 @@ arithmetic in float32.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-__all__ = ["WN"]
+__all__ = ["WN", "BlockedWN", "WNStepCache"]
 
 
 def _wn_conv(in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1):
@@ -297,3 +305,183 @@ class WN(nn.Module):
             cur = nxt
         we = self.end.weight.reshape(self.end.weight.shape[0], n)
         return torch.addmm(self.end.bias[:, None], we, cur[n + 1:, inner])
+
+    # ------------------------------------------------------------------------------ one step
+    @torch.no_grad()
+    def init_cache(self, batch: int) -> "WNStepCache":
+        """A fresh state for :meth:`step` (causal WN only): the weights laid out for one-step
+        products and, per layer, a ring buffer of its last ``(kernel - 1) * dilation`` inputs
+        (zeros: the causal zero padding), the "fast generation" queues of Paine et al. (2016).
+        The weights are read once here, so fold or change them before making a cache."""
+        if not self.causal:
+            raise ValueError("step-wise evaluation needs a causal WN")
+        n, k = self.n_channels, self.kernel_size
+        dt, dev = self.end.weight.dtype, self.end.weight.device
+        layers = []
+        for conv, res in zip(self.in_layers, self.res_skip_layers):
+            d = conv.dilation[0]
+            wi = conv.weight.permute(0, 2, 1).reshape(2 * n, k * n)  # rows: taps oldest first
+            ring = torch.zeros(batch, n, (k - 1) * d, dtype=dt, device=dev) if k > 1 else None
+            layers.append((d, wi.t().contiguous(), conv.bias, res.weight[:, :, 0].t().contiguous(),
+                           res.bias, ring))
+        ws = self.start.weight[:, :, 0].to(dt)
+        return WNStepCache(dtype=dt, start=(ws.t(), self.start.bias.to(dt)), layers=layers,
+                           end=(self.end.weight[:, :, 0].t().contiguous(), self.end.bias))
+
+    def conditioning(self, cond: torch.Tensor | None) -> torch.Tensor | None:
+        """The fused conditioning of every layer for :meth:`step`, time-major: ``cond
+        (B, cond_channels, T) -> (B, T, 2 * n_channels * n_layers)`` (``None`` for an
+        unconditioned WN). Compute it for a block of steps at a time."""
+        if self.cond_layer is None or cond is None:
+            return None
+        dt = self.end.weight.dtype
+        return F.conv1d(cond.to(dt), self.cond_layer.weight, self.cond_layer.bias).transpose(1, 2)
+
+    def step(self, x: torch.Tensor, cache: "WNStepCache",
+             cond: torch.Tensor | None = None) -> torch.Tensor:
+        """One time step of a causal WN (inference: call it without autograd).
+
+        ``x (B, in_channels)`` is the input *before* this step, ``cond (B, 2 * n_channels *
+        n_layers)`` this step's row of :meth:`conditioning`; returns ``(B, out_channels)``.
+        Calls ``t = 0, 1, ...`` on one cache with ``x = x[..., t - 1]`` (zeros at ``t = 0``)
+        give ``forward(x, cond)[..., t]``: the output at ``t`` depends on ``x[..., :t]`` only,
+        which is what ancestral sampling feeds back. Each call advances ``cache.position``.
+        Runs in the weights' dtype; the output has the dtype of ``x``."""
+        out_dtype, dt = x.dtype, cache.dtype
+        if x.dtype != dt:
+            x = x.to(dt)
+        n, k, t = self.n_channels, self.kernel_size, cache.position
+        last = len(cache.layers) - 1
+        ws_t, bs = cache.start
+        h = torch.addmm(bs, x, ws_t)
+        skip = None
+        for i, (d, wi, bi, wr, br, ring) in enumerate(cache.layers):
+            if ring is not None:
+                r = ring.shape[-1]
+                taps = [ring[:, :, (t - m * d) % r] for m in range(k - 1, 0, -1)]
+                inp = torch.cat(taps + [h], dim=1)
+                ring[:, :, t % r] = h
+            else:
+                inp = h
+            bias = bi if cond is None else bi + cond[:, 2 * n * i:2 * n * (i + 1)]
+            a = torch.addmm(bias, inp, wi) if bias.dim() == 1 else inp @ wi + bias
+            acts = torch.tanh(a[:, :n]) * torch.sigmoid(a[:, n:])
+            rs = torch.addmm(br, acts, wr)
+            if i < last:
+                h = h + rs[:, :n]
+                skip = rs[:, n:] if skip is None else skip + rs[:, n:]
+            else:
+                skip = rs if skip is None else skip + rs
+        we, be = cache.end
+        out = torch.addmm(be, skip, we)
+        cache.position = t + 1
+        return out if out.dtype == out_dtype else out.to(out_dtype)
+
+
+@dataclass
+class WNStepCache:
+    """State of :meth:`WN.step`: the prepared weights, the per-layer input queues and the
+    number of steps taken (``position``). Made by :meth:`WN.init_cache`."""
+
+    dtype: torch.dtype
+    start: tuple
+    layers: list
+    end: tuple
+    position: int = 0
+
+
+class BlockedWN(WN):
+    """:class:`WN` whose causal GEMM inference path works through time in
+    blocks of ``block`` samples, so that every layer's activations stay in cache.
+
+    The result is the same function as ``WN`` (one call still computes the whole sequence;
+    parameters, state dict and training path are ``WN``'s). Per block and layer, the dilated
+    taps come from a per-layer history of the last ``(kernel - 1) * dilation`` inputs (zeros
+    before the start, which is the causal zero padding). Since the skip sum only feeds the
+    linear output layer, each layer's skip weights are folded into it
+    (``W_end @ W_skip_i``, ``out_channels x n`` instead of ``n x n``): exact algebra, fewer
+    multiply-adds and no ``n x T`` skip accumulator.
+    """
+
+    block: int = 4096
+
+    def _forward_gemm(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        if not self.causal:  # pragma: no cover - the students' conditioners are causal
+            return super()._forward_gemm(x, cond)
+        n, k, n_layers, t_all = self.n_channels, self.kernel_size, self.n_layers, x.shape[1]
+        cc = self.cond_channels if cond is not None else 0
+        we = self.end.weight.reshape(self.end.weight.shape[0], n)
+        b_out = self.end.bias.clone()
+        layers = []
+        for i, (conv, res) in enumerate(zip(self.in_layers, self.res_skip_layers)):
+            # One GEMM per layer over the block buffer [taps oldest first (k * n rows, the
+            # last one is the layer input h itself); conditioning (cc rows); ones (1 row)]:
+            # the weight's columns are permuted to that tap-major layout, the bias rides on
+            # the ones row.
+            parts = [conv.weight.permute(0, 2, 1).reshape(2 * n, k * n)]
+            b = conv.bias
+            if cc:
+                rows = slice(2 * n * i, 2 * n * (i + 1))
+                parts.append(self.cond_layer.weight[rows].reshape(2 * n, cc))
+                b = b + self.cond_layer.bias[rows]
+            parts.append(b[:, None])
+            wr = res.weight.reshape(res.weight.shape[0], n)
+            br = res.bias
+            w_res = None
+            if i < n_layers - 1:  # residual weights with their bias column (ones row of acts)
+                w_res = torch.cat([wr[:n], br[:n, None]], dim=1)
+                wr, br = wr[n:], br[n:]
+            b_out = b_out + we @ br
+            layers.append(((k - 1) * conv.dilation[0], conv.dilation[0],
+                           torch.cat(parts, dim=1), w_res, we @ wr))
+        # the output's total bias rides on the first layer's ones row
+        w_out0 = layers[0][4]
+        layers[0] = layers[0][:4] + (torch.cat([w_out0, b_out[:, None]], dim=1),)
+        for i in range(1, n_layers):
+            layers[i] = layers[i][:4] + (torch.cat([layers[i][4], b_out.new_zeros(
+                b_out.shape[0], 1)], dim=1),)
+        hist = [x.new_zeros(n, r) for r, *_ in layers]
+        ws = self.start.weight.reshape(n, -1)
+        out = x.new_empty(we.shape[0], t_all)
+        buf = acts_buf = a = None
+        for t0 in range(0, t_all, self.block):
+            t1 = min(t_all, t0 + self.block)
+            tb = t1 - t0
+            if buf is None or buf.shape[1] != tb:
+                buf = x.new_empty(k * n + cc + 1, tb)
+                buf[k * n + cc].fill_(1.0)
+                acts_buf = x.new_empty(n + 1, tb)
+                acts_buf[n].fill_(1.0)
+                a = x.new_empty(2 * n, tb)
+            if cc:
+                buf[k * n:k * n + cc].copy_(cond[:, t0:t1])
+            h = buf[(k - 1) * n:k * n]  # the layer input lives in its own tap slot
+            torch.addmm(self.start.bias[:, None], ws, x[:, t0:t1], out=h)
+            acts = acts_buf[:n]
+            o = out[:, t0:t1]
+            for i, (r, d, w, w_res, w_out) in enumerate(layers):
+                hi = hist[i]
+                for j in range(k - 1):
+                    s = (k - 1 - j) * d
+                    dst = buf[j * n:(j + 1) * n]
+                    if s >= tb:
+                        dst.copy_(hi[:, r - s:r - s + tb])
+                    else:
+                        dst[:, :s].copy_(hi[:, r - s:])
+                        dst[:, s:].copy_(h[:, :tb - s])
+                if r:
+                    if tb >= r:
+                        hi.copy_(h[:, tb - r:])
+                    else:
+                        hi[:, :r - tb] = hi[:, tb:].clone()
+                        hi[:, r - tb:].copy_(h)
+                torch.mm(w, buf, out=a)
+                torch.tanh_(a[:n])
+                torch.mul(a[:n], torch.sigmoid_(a[n:]), out=acts)
+                if w_res is not None:
+                    h.addmm_(w_res, acts_buf)
+                if i == 0:
+                    torch.mm(w_out, acts_buf, out=o)
+                else:
+                    o.addmm_(w_out, acts_buf)
+        return out

@@ -8,9 +8,9 @@ every flow runs once per synthesis, whatever the length: there is no loop over t
 
 Per-step maps: ``affine`` (van den Oord et al., 2018; Ping et al., 2019), ``additive``,
 ``mixlogistic`` (Flow++'s monotone mixture-of-logistics CDF law, non-affine) or a composition,
-e.g. ``[mixlogistic, affine]`` (:class:`ChainMap`). The log-determinant of the sampling
-direction is exact: each map's elementwise ``log|dx_t/dz_t|`` (the Jacobian of an IAF is
-triangular). For an all-affine stack the whole student is one affine map per step,
+e.g. ``[mixlogistic, affine]`` (:class:`~vocoflow.flows.ChainMap`). The log-determinant of
+the sampling direction is exact: each map's elementwise ``log|dx_t/dz_t|`` (the Jacobian of an
+IAF is triangular). For an all-affine stack the whole student is one affine map per step,
 ``x_t = z_t * s_t + mu_t`` with ``(mu_t, s_t)`` functions of ``z_<t``; :meth:`IAFStudent.forward`
 returns these, which is what ClariNet's closed-form KL needs.
 
@@ -27,161 +27,18 @@ import torch
 from torch import nn
 
 from vocoflow.flows import IAF, Logistic, Normal, gaussian_log_prob
-from vocoflow.flows.elementwise import AffineMap, ElementwiseMap, MixLogisticMap, make_map
+from vocoflow.flows.elementwise import (
+    AffineMap, ChainMap, ElementwiseMap, MixLogisticMap, make_map,
+)
 from vocoflow.nets.upsample import MelUpsampler
-from vocoflow.nets.wavenet import WN
+from vocoflow.nets.wavenet import BlockedWN
 
 from .base import MelModelConfig, MelModelMixin, resolve_config
 
-__all__ = ["StudentConfig", "IAFStudent", "ChainMap", "BlockedWN", "MAPS", "NOISES"]
+__all__ = ["StudentConfig", "IAFStudent", "MAPS", "NOISES"]
 
 MAPS = ("affine", "additive", "mixlogistic")
 NOISES = ("gaussian", "logistic")
-
-
-class BlockedWN(WN):
-    """:class:`~vocoflow.nets.WN` whose causal GEMM inference path works through time in
-    blocks of ``block`` samples, so that every layer's activations stay in cache.
-
-    The result is the same function as ``WN`` (one call still computes the whole sequence;
-    parameters, state dict and training path are ``WN``'s). Per block and layer, the dilated
-    taps come from a per-layer history of the last ``(kernel - 1) * dilation`` inputs (zeros
-    before the start, which is the causal zero padding). Since the skip sum only feeds the
-    linear output layer, each layer's skip weights are folded into it
-    (``W_end @ W_skip_i``, ``out_channels x n`` instead of ``n x n``): exact algebra, fewer
-    multiply-adds and no ``n x T`` skip accumulator.
-    """
-
-    block: int = 4096
-
-    def _forward_gemm(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        if not self.causal:  # pragma: no cover - the students' conditioners are causal
-            return super()._forward_gemm(x, cond)
-        n, k, n_layers, t_all = self.n_channels, self.kernel_size, self.n_layers, x.shape[1]
-        cc = self.cond_channels if cond is not None else 0
-        we = self.end.weight.reshape(self.end.weight.shape[0], n)
-        b_out = self.end.bias.clone()
-        layers = []
-        for i, (conv, res) in enumerate(zip(self.in_layers, self.res_skip_layers)):
-            # One GEMM per layer over the block buffer [taps oldest first (k * n rows, the
-            # last one is the layer input h itself); conditioning (cc rows); ones (1 row)]:
-            # the weight's columns are permuted to that tap-major layout, the bias rides on
-            # the ones row.
-            parts = [conv.weight.permute(0, 2, 1).reshape(2 * n, k * n)]
-            b = conv.bias
-            if cc:
-                rows = slice(2 * n * i, 2 * n * (i + 1))
-                parts.append(self.cond_layer.weight[rows].reshape(2 * n, cc))
-                b = b + self.cond_layer.bias[rows]
-            parts.append(b[:, None])
-            wr = res.weight.reshape(res.weight.shape[0], n)
-            br = res.bias
-            w_res = None
-            if i < n_layers - 1:  # residual weights with their bias column (ones row of acts)
-                w_res = torch.cat([wr[:n], br[:n, None]], dim=1)
-                wr, br = wr[n:], br[n:]
-            b_out = b_out + we @ br
-            layers.append(((k - 1) * conv.dilation[0], conv.dilation[0],
-                           torch.cat(parts, dim=1), w_res, we @ wr))
-        # the output's total bias rides on the first layer's ones row
-        w_out0 = layers[0][4]
-        layers[0] = layers[0][:4] + (torch.cat([w_out0, b_out[:, None]], dim=1),)
-        for i in range(1, n_layers):
-            layers[i] = layers[i][:4] + (torch.cat([layers[i][4], b_out.new_zeros(
-                b_out.shape[0], 1)], dim=1),)
-        hist = [x.new_zeros(n, r) for r, *_ in layers]
-        ws = self.start.weight.reshape(n, -1)
-        out = x.new_empty(we.shape[0], t_all)
-        buf = acts_buf = a = None
-        for t0 in range(0, t_all, self.block):
-            t1 = min(t_all, t0 + self.block)
-            tb = t1 - t0
-            if buf is None or buf.shape[1] != tb:
-                buf = x.new_empty(k * n + cc + 1, tb)
-                buf[k * n + cc].fill_(1.0)
-                acts_buf = x.new_empty(n + 1, tb)
-                acts_buf[n].fill_(1.0)
-                a = x.new_empty(2 * n, tb)
-            if cc:
-                buf[k * n:k * n + cc].copy_(cond[:, t0:t1])
-            h = buf[(k - 1) * n:k * n]  # the layer input lives in its own tap slot
-            torch.addmm(self.start.bias[:, None], ws, x[:, t0:t1], out=h)
-            acts = acts_buf[:n]
-            o = out[:, t0:t1]
-            for i, (r, d, w, w_res, w_out) in enumerate(layers):
-                hi = hist[i]
-                for j in range(k - 1):
-                    s = (k - 1 - j) * d
-                    dst = buf[j * n:(j + 1) * n]
-                    if s >= tb:
-                        dst.copy_(hi[:, r - s:r - s + tb])
-                    else:
-                        dst[:, :s].copy_(hi[:, r - s:])
-                        dst[:, s:].copy_(h[:, :tb - s])
-                if r:
-                    if tb >= r:
-                        hi.copy_(h[:, tb - r:])
-                    else:
-                        hi[:, :r - tb] = hi[:, tb:].clone()
-                        hi[:, r - tb:].copy_(h)
-                torch.mm(w, buf, out=a)
-                torch.tanh_(a[:n])
-                torch.mul(a[:n], torch.sigmoid_(a[n:]), out=acts)
-                if w_res is not None:
-                    h.addmm_(w_res, acts_buf)
-                if i == 0:
-                    torch.mm(w_out, acts_buf, out=o)
-                else:
-                    o.addmm_(w_out, acts_buf)
-        return out
-
-
-class ChainMap(ElementwiseMap):
-    """Composition of elementwise monotone maps, applied left to right: ``y = f_n(...f_1(x))``.
-
-    The parameters are the maps' parameter chunks one after another; the log-derivatives add.
-    Monotone maps compose to a monotone map, so e.g. ``ChainMap([MixLogisticMap(), AffineMap()])``
-    is a non-affine law with an explicit final scale and shift.
-
-    >>> import torch
-    >>> from vocoflow.flows import AffineMap, MixLogisticMap
-    >>> m = ChainMap([MixLogisticMap(2), AffineMap()]).double()
-    >>> x, p = torch.randn(3, 1, 5).double(), torch.randn(3, m.n_params, 5).double()
-    >>> y, ld = m(x, p)
-    >>> x2, ld2 = m.inverse(y, p)
-    >>> bool(torch.allclose(x2, x, atol=1e-9)), bool(torch.allclose(ld, -ld2))
-    (True, True)
-    """
-
-    def __init__(self, maps):
-        super().__init__()
-        self.maps = nn.ModuleList(maps)
-        self.n_params = sum(m.n_params for m in self.maps)
-
-    def _chunks(self, params):
-        if params.shape[1] % self.n_params:
-            raise ValueError(f"parameter tensor has {params.shape[1]} channels, not a multiple "
-                             f"of {self.n_params}")
-        c = params.shape[1] // self.n_params
-        out, off = [], 0
-        for m in self.maps:
-            out.append(params[:, off * c:(off + m.n_params) * c])
-            off += m.n_params
-        return out
-
-    def forward(self, x, params):
-        total = torch.zeros_like(x)
-        for m, p in zip(self.maps, self._chunks(params)):
-            x, ld = m.forward(x, p)
-            total = total + ld
-        return x, total
-
-    def inverse(self, y, params):
-        total = torch.zeros_like(y)
-        for m, p in reversed(list(zip(self.maps, self._chunks(params)))):
-            y, ld = m.inverse(y, p)
-            total = total + ld
-        return y, total
 
 
 @dataclass

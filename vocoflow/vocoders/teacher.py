@@ -10,7 +10,8 @@ continuous mixture of logistics (Parallel WaveNet; van den Oord et al., 2018).
   audio to i.i.d. base noise (``base``: standard Normal for the Gaussian output, standard
   Logistic for the mixture, ``z = logit(CDF(x))``), so ``base.log_prob(z) + logdet`` is the
   exact log-likelihood.
-* Sampling is sequential. :meth:`WaveNetTeacher.sample` with ``method="cached"`` keeps, for every
+* Sampling is sequential. :meth:`WaveNetTeacher.sample` with ``method="cached"`` steps the
+  network one sample at a time (:meth:`~vocoflow.nets.WN.step`), which keeps, for every
   layer, a ring buffer of its last ``(kernel - 1) * dilation`` inputs (the "fast generation"
   queues of Paine et al., 2016), so each new sample costs ``O(layers)`` work, not
   ``O(receptive field)``; ``method="naive"`` recomputes the whole causal network for every
@@ -26,7 +27,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vocoflow.flows import Logistic, Normal, gaussian_log_prob
@@ -275,49 +275,16 @@ class WaveNetTeacher(MelModelMixin, nn.Module):
 
     def _sample_cached(self, cond, noise, sigma, block: int = 4096):
         net = self.net
-        dt = net.end.weight.dtype
         b, t = noise.shape
-        n, k = net.n_channels, net.kernel_size
-        ws, bs = net.start.weight[:, :, 0].to(dt), net.start.bias.to(dt)
-        layers = []
-        for i, (conv, res) in enumerate(zip(net.in_layers, net.res_skip_layers)):
-            d = conv.dilation[0]
-            wi = conv.weight.permute(0, 2, 1).reshape(2 * n, k * n)  # rows: taps oldest first
-            ring = cond.new_zeros(b, n, (k - 1) * d, dtype=dt) if k > 1 else None
-            layers.append((d, wi.t().contiguous(), conv.bias, res.weight[:, :, 0].t().contiguous(),
-                           res.bias, ring))
-        we, be = net.end.weight[:, :, 0].t().contiguous(), net.end.bias
-        wc = net.cond_layer.weight if net.cond_layer is not None else None
-        bc = net.cond_layer.bias if net.cond_layer is not None else None
+        cache = net.init_cache(b)
         out_x = noise.new_empty(b, t)
-        x_prev = noise.new_zeros(b, 1, dtype=dt)
-        last = len(layers) - 1
+        x_prev = noise.new_zeros(b, 1)
         for t0 in range(0, t, block):
             t1 = min(t, t0 + block)
-            # (B, blk, 2 n L): every layer's conditioning input for this block
-            c_blk = F.conv1d(cond[..., t0:t1].to(dt), wc, bc).transpose(1, 2) if wc is not None else None
+            c_blk = net.conditioning(cond[..., t0:t1])  # (B, blk, 2 n L) or None
             for step in range(t0, t1):
-                h = torch.addmm(bs, x_prev, ws.t())
-                skip = None
-                for i, (d, wi, bi, wr, br, ring) in enumerate(layers):
-                    if ring is not None:
-                        r = ring.shape[-1]
-                        taps = [ring[:, :, (step - m * d) % r] for m in range(k - 1, 0, -1)]
-                        inp = torch.cat(taps + [h], dim=1)
-                        ring[:, :, step % r] = h
-                    else:
-                        inp = h
-                    bias = bi if c_blk is None else bi + c_blk[:, step - t0, 2 * n * i:2 * n * (i + 1)]
-                    a = torch.addmm(bias, inp, wi) if bias.dim() == 1 else inp @ wi + bias
-                    acts = torch.tanh(a[:, :n]) * torch.sigmoid(a[:, n:])
-                    rs = torch.addmm(br, acts, wr)
-                    if i < last:
-                        h = h + rs[:, :n]
-                        skip = rs[:, n:] if skip is None else skip + rs[:, n:]
-                    else:
-                        skip = rs if skip is None else skip + rs
-                out = torch.addmm(be, skip, we)
-                xt = self._draw(out.to(noise.dtype), noise[:, step], sigma)
+                out = net.step(x_prev, cache, None if c_blk is None else c_blk[:, step - t0])
+                xt = self._draw(out, noise[:, step], sigma)
                 out_x[:, step] = xt
-                x_prev = xt[:, None].to(dt)
+                x_prev = xt[:, None]
         return out_x

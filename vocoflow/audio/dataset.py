@@ -26,7 +26,8 @@ from .datadir import source_kind
 from .kaldi_io import load_feat, read_scp, resolve_entry
 from .mel import MelConfig
 from .io import run_pipe
-from .dump import Stats, read_utt2num_frames, require_complete
+from .dump import read_utt2num_frames, require_complete
+from .stats import Stats
 
 __all__ = ["AudioMelDataset", "collate_eval"]
 

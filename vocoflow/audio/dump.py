@@ -1,4 +1,4 @@
-"""Data directory -> dump directory (log-mel + aligned audio), statistics and normalisation.
+"""Dump directories: data directory -> dump directory (log-mel + aligned audio), and its layout.
 
 Dump directory layout (written by :func:`preprocess`)::
 
@@ -11,8 +11,10 @@ Dump directory layout (written by :func:`preprocess`)::
       data/feats.ark data/wav.ark
       .done              written last: a dump without it is incomplete (interrupted run)
 
-:func:`normalize` writes the same layout with normalised features, ``wav.scp`` copied (it still
-points at the input dump's ark) and ``norm_stats.npz`` (the statistics used).
+:func:`vocoflow.audio.stats.normalize` writes the same layout with normalised features, the
+other index files copied (``wav.scp`` still points at the input dump's ark) and
+``norm_stats.npz`` (the statistics used). A new per-utterance stream goes into
+:data:`INDEX_FILES` (and, if normalisation rewrites it, :data:`FEATURE_FILES`).
 
 Each utterance is read (file, ark or pipe; cut to its segment), mixed to mono, resampled to the
 configured rate (or refused with ``strict``), checked (not empty, finite, not silent),
@@ -28,7 +30,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -37,7 +38,7 @@ import torch
 
 from ._files import atomic_write_text
 from .datadir import DataDir, DataDirError, Issue, Utterance, load_utterance
-from .kaldi_io import ArkScpWriter, load_feat, read_feats, read_scp
+from .kaldi_io import ArkScpWriter, read_scp
 from .mel import MelConfig, MelSpectrogram, align
 from .io import AudioError, from_int16, to_int16
 
@@ -46,18 +47,22 @@ __all__ = [
     "PreprocessResult",
     "preprocess",
     "process_utterance",
-    "Stats",
-    "compute_stats",
-    "normalize",
+    "INDEX_FILES",
+    "FEATURE_FILES",
     "is_complete",
     "require_complete",
+    "start_dump",
+    "finish_dump",
     "read_utt2num_frames",
 ]
 
 log = logging.getLogger(__name__)
 
 DONE = ".done"
-_INDEX_FILES = ("feats.scp", "wav.scp", "utt2num_frames", "feats_config.yaml", "bad_utts", "norm_stats.npz")
+#: The index files of a dump (besides :data:`DONE` and the arks under ``data/``).
+INDEX_FILES = ("feats.scp", "wav.scp", "utt2num_frames", "feats_config.yaml", "bad_utts", "norm_stats.npz")
+#: The index files that describe the features, rewritten by normalisation (the others are copied).
+FEATURE_FILES = ("feats.scp", "norm_stats.npz")
 
 
 def is_complete(dump_dir: str | os.PathLike) -> bool:
@@ -74,18 +79,20 @@ def require_complete(dump_dir: str | os.PathLike) -> None:
         )
 
 
-def _start_dump(dump_dir: str) -> str:
-    """Mark ``dump_dir`` incomplete and remove the index files of any earlier run."""
+def start_dump(dump_dir: str) -> str:
+    """Mark ``dump_dir`` incomplete and remove the index files of any earlier run; return its
+    ``data/`` directory (created)."""
     os.makedirs(os.path.join(dump_dir, "data"), exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(dump_dir, DONE))
-    for name in _INDEX_FILES:
+    for name in INDEX_FILES:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(dump_dir, name))
     return os.path.join(dump_dir, "data")
 
 
-def _finish_dump(dump_dir: str, summary: str) -> None:
+def finish_dump(dump_dir: str, summary: str) -> None:
+    """Mark ``dump_dir`` complete (written last; ``summary`` is the marker's text)."""
     atomic_write_text(os.path.join(dump_dir, DONE), summary)
 
 
@@ -274,7 +281,7 @@ def preprocess(
     utts = dd.utterances()
     if not utts:
         raise DataDirError([Issue(os.path.join(data_dir, "wav.scp"), None, "no utterances", code="empty")])
-    data = _start_dump(dump_dir)
+    data = start_dump(dump_dir)
     result = PreprocessResult()
     hop = config.hop_length
     feats_w = ArkScpWriter(os.path.join(data, "feats.ark"), os.path.join(dump_dir, "feats.scp"))
@@ -302,135 +309,9 @@ def preprocess(
     config.save(os.path.join(dump_dir, "feats_config.yaml"))
     result.audio_seconds = result.frames * hop / config.sample_rate
     result.elapsed = time.perf_counter() - t0
-    _finish_dump(
+    finish_dump(
         dump_dir,
         f"utterances: {result.n_ok}\nskipped: {len(result.bad)}\nframes: {result.frames}\n"
         f"audio_seconds: {result.audio_seconds:.3f}\n",
     )
     return result
-
-
-# ------------------------------------------------------------------------------------------
-# statistics and normalisation
-
-
-@dataclass
-class Stats:
-    """Per-bin mean and scale (standard deviation) of features; ``count`` frames.
-
-    A bin with (near) zero deviation gets scale 1, as scikit-learn's StandardScaler does.
-
-    >>> s = Stats.from_features([np.array([[0.0, 1.0], [2.0, 1.0]])])
-    >>> s.mean.tolist(), s.scale.tolist(), s.count
-    ([1.0, 1.0], [1.0, 1.0], 2)
-    >>> s.normalize(np.array([[3.0, 1.0]])).tolist()
-    [[2.0, 0.0]]
-    """
-
-    mean: np.ndarray
-    scale: np.ndarray
-    count: int
-
-    @classmethod
-    def from_features(cls, feats) -> "Stats":
-        n, mean, m2 = 0, None, None
-        for x in feats:
-            x = np.asarray(x, dtype=np.float64)
-            if x.ndim != 2 or x.shape[0] == 0:
-                continue
-            k = x.shape[0]
-            mu = x.mean(axis=0)
-            q = ((x - mu) ** 2).sum(axis=0)
-            if mean is None:
-                n, mean, m2 = k, mu, q
-                continue
-            if x.shape[1] != mean.shape[0]:
-                raise ValueError(f"feature dimension changed from {mean.shape[0]} to {x.shape[1]}")
-            delta = mu - mean
-            total = n + k
-            mean = mean + delta * (k / total)  # Chan et al. pairwise update
-            m2 = m2 + q + delta**2 * (n * k / total)
-            n = total
-        if mean is None:
-            raise ValueError("no features to compute statistics from")
-        std = np.sqrt(m2 / n)
-        scale = np.where(std < 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean)), 1.0, std)
-        return cls(mean, scale, int(n))
-
-    def normalize(self, x: np.ndarray) -> np.ndarray:
-        """``(x - mean) / scale`` over the last axis (``(frames, n_mels)``)."""
-        return ((x - self.mean) / self.scale).astype(np.float32)
-
-    def denormalize(self, x: np.ndarray) -> np.ndarray:
-        return (x * self.scale + self.mean).astype(np.float32)
-
-    def save(self, path: str | os.PathLike) -> None:
-        from ._files import atomic_open
-
-        with atomic_open(path, "wb") as f:
-            np.savez(f, mean=self.mean, scale=self.scale, count=np.int64(self.count))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "Stats":
-        with np.load(path) as z:
-            missing = {"mean", "scale"} - set(z.files)
-            if missing:
-                raise ValueError(f"{path}: not a stats file (missing {', '.join(sorted(missing))})")
-            count = int(z["count"]) if "count" in z.files else 0
-            return cls(z["mean"].astype(np.float64), z["scale"].astype(np.float64), count)
-
-
-def compute_stats(dump_dir: str | os.PathLike, out: str | os.PathLike | None = None, progress=None) -> Stats:
-    """Statistics over ``dump_dir/feats.scp`` saved to ``out`` (default ``dump_dir/stats.npz``)."""
-    dump_dir = os.fspath(dump_dir)
-    require_complete(dump_dir)
-    n_mels = MelConfig.load(os.path.join(dump_dir, "feats_config.yaml")).n_mels
-    scp = os.path.join(dump_dir, "feats.scp")
-    stream = (f for _, f in read_feats(scp, n_mels))
-    if progress is not None:
-        stream = progress(stream, total=len(read_scp(scp)))
-    stats = Stats.from_features(stream)
-    stats.save(out if out is not None else os.path.join(dump_dir, "stats.npz"))
-    return stats
-
-
-def normalize(dump_dir: str | os.PathLike, stats: Stats | str | os.PathLike, out_dir: str | os.PathLike, progress=None) -> int:
-    """Write ``out_dir`` with ``(feats - mean) / scale``; audio index copied. Returns utterances."""
-    dump_dir, out_dir = os.fspath(dump_dir), os.fspath(out_dir)
-    require_complete(dump_dir)
-    if os.path.abspath(dump_dir) == os.path.abspath(out_dir):
-        raise ValueError("normalize: --out-dir must differ from --dump-dir")
-    if not isinstance(stats, Stats):
-        stats = Stats.load(stats)
-    config = MelConfig.load(os.path.join(dump_dir, "feats_config.yaml"))
-    if stats.mean.shape != (config.n_mels,):
-        raise ValueError(f"stats have {stats.mean.shape[0]} bins but the features have n_mels={config.n_mels}")
-    if os.path.isfile(os.path.join(dump_dir, "norm_stats.npz")):
-        log.warning("%s is already normalised; normalising again", dump_dir)
-    scp = os.path.join(dump_dir, "feats.scp")
-    entries = read_scp(scp)
-    data = _start_dump(out_dir)
-    n = 0
-    fd_dict: dict = {}
-    try:
-        with ArkScpWriter(os.path.join(data, "feats.ark"), os.path.join(out_dir, "feats.scp")) as w:
-            items = entries.items()
-            if progress is not None:
-                items = progress(items, total=len(entries))
-            for utt, value in items:
-                x = load_feat(value, config.n_mels, name=f"{scp}: utterance {utt}", fd_dict=fd_dict, scp_path=scp)
-                w.write(utt, stats.normalize(x))
-                n += 1
-    finally:
-        for fd in fd_dict.values():
-            fd.close()
-    for name in ("wav.scp", "utt2num_frames", "feats_config.yaml", "bad_utts"):
-        src = os.path.join(dump_dir, name)
-        if os.path.isfile(src):
-            tmp = os.path.join(out_dir, f".{name}.tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, os.path.join(out_dir, name))
-    stats.save(os.path.join(out_dir, "norm_stats.npz"))
-    _finish_dump(out_dir, f"utterances: {n}\nnormalized_from: {dump_dir}\n")
-    return n
-

@@ -16,14 +16,13 @@ ESPnet's TTS decoder, Kaldi itself) is read by the same :func:`read_feats` that 
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 
 import kaldiio
 import numpy as np
 
-from ._files import atomic_write_text, chmod_like_umask, tmp_path_for
+from ._files import AtomicFile, atomic_write_text
 
 __all__ = [
     "read_scp",
@@ -158,8 +157,8 @@ class ArkScpWriter:
     def __init__(self, ark_path: str | os.PathLike, scp_path: str | os.PathLike):
         self.ark_path = os.fspath(ark_path)
         self.scp_path = os.fspath(scp_path)
-        self._tmp = tmp_path_for(self.ark_path)
-        self._f = open(self._tmp, "wb")
+        self._ark = AtomicFile(self.ark_path, "wb")
+        self._f = self._ark.file
         self._lines: list[str] = []
         self._keys: set[str] = set()
 
@@ -176,17 +175,11 @@ class ArkScpWriter:
         self._lines.append(f"{key} {self.ark_path}:{offset}\n")
 
     def commit(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        chmod_like_umask(self._tmp)
-        os.replace(self._tmp, self.ark_path)
+        self._ark.commit()
         atomic_write_text(self.scp_path, "".join(self._lines))
 
     def abort(self) -> None:
-        self._f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
+        self._ark.abort()
 
     def __enter__(self) -> "ArkScpWriter":
         return self

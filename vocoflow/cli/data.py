@@ -163,7 +163,7 @@ def cmd_preprocess(args) -> int:
 
 
 def cmd_compute_stats(args) -> int:
-    from vocoflow.audio.dump import compute_stats
+    from vocoflow.audio.stats import compute_stats
 
     out = args.out or os.path.join(args.dump_dir, "stats.npz")
     try:
@@ -175,7 +175,7 @@ def cmd_compute_stats(args) -> int:
 
 
 def cmd_normalize(args) -> int:
-    from vocoflow.audio.dump import normalize
+    from vocoflow.audio.stats import normalize
 
     try:
         n = normalize(args.dump_dir, args.stats, args.out_dir, progress=_progress(args, "normalize"))

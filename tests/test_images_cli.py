@@ -105,7 +105,7 @@ def test_configs_parse_and_name_known_options():
         model.pop("dequantizer", None)
         allowed = set(inspect.signature(getattr(models, kind)).parameters)
         assert set(model) <= allowed, (f, set(model) - allowed)
-        from vocoflow.train.config import TrainConfig
+        from vocoflow.train.trainer_config import TrainConfig
 
         TrainConfig.from_dict(cfg.get("train"))
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from toytask import ToyTask
-from vocoflow.train.config import TrainConfig
+from vocoflow.train.trainer_config import TrainConfig
 from vocoflow.train.trainer import (
     EpochShuffleSampler, Trainer, TrainingError, _lr_lambda, find_latest_checkpoint,
 )

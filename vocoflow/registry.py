@@ -78,12 +78,9 @@ class ClassChoices:
             raise ValueError(f"unknown {self.slot} {name!r} (known: {self.known()})")
         return choice
 
-    def find(self, name: str | None = None) -> Choice | None:
-        """Like :meth:`get` but ``None`` for an unknown name."""
-        try:
-            return self.get(name)
-        except ValueError:
-            return None
+    def find(self, name) -> Choice | None:
+        """The choice ``name``, or ``None`` when it is not registered (or ``None``)."""
+        return self._choices.get(name) if isinstance(name, str) else None
 
     def of(self, obj) -> Choice:
         """The choice whose class built ``obj`` (an instance of a registered class)."""

@@ -82,15 +82,12 @@ def load_feature_config(preset: str | None, config_path: str | None):
         raise CLIError("give --feature-preset NAME or --config YAML")
     data: dict = {}
     if config_path is not None:
-        import yaml
+        from vocoflow.yamlfile import YAMLFileError, read_yaml_file
 
         try:
-            with open(config_path, encoding="utf-8") as f:
-                loaded = yaml.safe_load(f) or {}
-        except OSError as e:
-            raise CLIError(f"{config_path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise CLIError(f"{config_path}: not valid YAML ({e})") from None
+            loaded = read_yaml_file(config_path) or {}
+        except YAMLFileError as e:
+            raise CLIError(str(e)) from None
         if not isinstance(loaded, dict):
             raise CLIError(f"{config_path}: expected a mapping of MelConfig fields")
         data = loaded.get("features", loaded) if isinstance(loaded.get("features"), dict) else loaded

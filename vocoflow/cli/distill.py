@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from .main import CLIError
-from .train import add_common_train_args, load_config, train_config
+from .train import add_common_train_args, read_config_with_overrides, train_config
 
 
 def register(sub):
@@ -90,7 +90,7 @@ def run(args) -> int:
     from vocoflow.train.trainer import Trainer, TrainingError
     from vocoflow.train.vocoder_task import ConfigError
 
-    config = load_config(args.config, args.set)
+    config = read_config_with_overrides(args.config, args.set)
     teacher = args.teacher or (config.get("train") or {}).get("teacher")
     if not teacher:
         raise CLIError("no teacher: give --teacher DIR (or train.teacher in the config)")

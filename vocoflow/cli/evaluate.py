@@ -71,16 +71,15 @@ def _feature_config(args):
     if args.feature_config:
         p = Path(args.feature_config)
         if p.is_dir():
-            import yaml
+            from vocoflow.yamlfile import YAMLFileError, read_yaml_file
 
-            cfg = yaml.safe_load((p / "config.yaml").read_text())
+            try:
+                cfg = read_yaml_file(p / "config.yaml")
+            except YAMLFileError as e:
+                raise CLIError(str(e)) from None
             return MelConfig.from_dict(cfg["features"])
         return MelConfig.load(p)
     return None
-
-
-# model types whose exact density of real audio is one parallel pass
-PARALLEL_DENSITY = ("waveglow", "wavenet_teacher")
 
 
 def heldout_nll(model_dir: str, dump_dir: str, max_seconds: float | None = None) -> float | None:
@@ -91,11 +90,12 @@ def heldout_nll(model_dir: str, dump_dir: str, max_seconds: float | None = None)
     import torch
 
     from vocoflow.audio import AudioMelDataset
-    from vocoflow.vocoders import load
+    from vocoflow.vocoders import VOCODER_MODELS, load
 
     voc = load(model_dir)
-    kind = (voc.config.get("model") or {}).get("type", "waveglow")
-    if kind not in PARALLEL_DENSITY:
+    choice = VOCODER_MODELS.of(voc.model)
+    kind = choice.name
+    if not choice.has("parallel_density"):
         print(f"{model_dir}: no parallel exact density for model type {kind!r}; NLL skipped")
         return None
     sigma = float((voc.config.get("train") or {}).get("sigma", 1.0))

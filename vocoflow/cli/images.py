@@ -99,15 +99,15 @@ def register(subparsers) -> None:
 
 
 def _load_yaml(path):
-    import yaml
+    from vocoflow.yamlfile import MissingYAMLFile, YAMLFileError, read_yaml_file
 
     path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"config {path} does not exist")
     try:
-        cfg = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise CLIError(f"{path}: not valid YAML: {e}") from None
+        cfg = read_yaml_file(path)
+    except MissingYAMLFile:
+        raise CLIError(f"config {path} does not exist") from None
+    except YAMLFileError as e:
+        raise CLIError(str(e)) from None
     if not isinstance(cfg, dict):
         raise CLIError(f"{path}: expected a mapping with model:/train: sections")
     return cfg

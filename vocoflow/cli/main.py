@@ -11,8 +11,7 @@ import importlib
 import logging
 import sys
 
-# Modules (under vocoflow.cli) that provide commands. A module that fails to import because an
-# optional part is missing does not break the other commands.
+# Modules (under vocoflow.cli) that provide commands; every one must import.
 COMMAND_MODULES = [
     "vocoflow.cli.demo",
     "vocoflow.cli.data",
@@ -40,13 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:  # a command module not written yet
-            if e.name == name:
-                continue
-            raise
-        mod.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

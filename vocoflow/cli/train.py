@@ -34,16 +34,19 @@ def add_common_train_args(p):
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
 
-def load_config(path: str, overrides: list[str]) -> dict:
+def read_config_with_overrides(path: str, overrides: list[str]) -> dict:
+    """The ``--config`` YAML as a dict, with the ``--set SECTION.KEY=VALUE`` overrides applied
+    (not checked further: each task checks the sections it uses)."""
     import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise CLIError(f"{path}: no such config file")
+    from vocoflow.yamlfile import MissingYAMLFile, YAMLFileError, read_yaml_file
+
     try:
-        config = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise CLIError(f"{path}: not valid YAML ({e})") from None
+        config = read_yaml_file(path) or {}
+    except MissingYAMLFile:
+        raise CLIError(f"{path}: no such config file") from None
+    except YAMLFileError as e:
+        raise CLIError(str(e)) from None
     if not isinstance(config, dict):
         raise CLIError(f"{path}: the top level must be a mapping")
     for item in overrides:
@@ -56,7 +59,7 @@ def load_config(path: str, overrides: list[str]) -> dict:
 
 
 def train_config(config: dict, args):
-    from vocoflow.train.config import TrainConfig
+    from vocoflow.train.trainer_config import TrainConfig
 
     tr = dict(config.get("train") or {})
     if args.steps is not None:
@@ -72,17 +75,19 @@ def train_config(config: dict, args):
 
 def run(args) -> int:
     from vocoflow.train.trainer import Trainer, TrainingError
+    from vocoflow.train.teacher_task import TeacherTask
     from vocoflow.train.vocoder_task import ConfigError, VocoderTask
+    from vocoflow.vocoders import VOCODER_MODELS
 
-    config = load_config(args.config, args.set)
+    config = read_config_with_overrides(args.config, args.set)
     cfg = train_config(config, args)
     for d in (args.train_dump, args.dev_dump):
         if d and not (Path(d) / "feats.scp").is_file():
             raise CLIError(f"{d}: not a dump directory (no feats.scp); run `vocoflow preprocess`")
     try:
-        task_cls = VocoderTask
-        if (config.get("model") or {}).get("type") == "wavenet_teacher":
-            from vocoflow.train.teacher_task import TeacherTask as task_cls
+        # the model type's training task; VocoderTask reports a type it cannot train
+        choice = VOCODER_MODELS.find((config.get("model") or {}).get("type"))
+        task_cls = TeacherTask if choice is not None and choice.task == "teacher" else VocoderTask
         task = task_cls(config, args.train_dump, args.dev_dump)
         trainer = Trainer(task, cfg, args.out_dir, cpu=args.cpu, resume=args.resume,
                           progress=not args.no_progress, config_dump=config)

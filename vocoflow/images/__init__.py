@@ -13,13 +13,13 @@ from .data import (
 from .dequantization import VariationalDequantizer, uniform_noise
 from .layers import DataScaling, Flatten, Permute, UniformBox
 from .models import (
-    MODEL_TYPES, ImageFlow, build_image_flow, glow, load_image_flow, nice, realnvp, resflow,
+    IMAGE_MODELS, ImageFlow, build_image_flow, glow, load_image_flow, nice, realnvp, resflow,
 )
 from .png import make_grid, write_png
 
 __all__ = [
     "ImageFlow", "nice", "realnvp", "glow", "resflow", "build_image_flow", "load_image_flow",
-    "MODEL_TYPES", "DataScaling", "Flatten", "Permute", "UniformBox", "VariationalDequantizer",
+    "IMAGE_MODELS", "DataScaling", "Flatten", "Permute", "UniformBox", "VariationalDequantizer",
     "uniform_noise", "CategoricalBaseline", "categorical_baseline_bpd", "ImageDataError",
     "ImageDataset", "read_idx", "load_idx_split", "load_cifar10", "load_digits",
     "load_raw_dataset", "save_prepared", "load_prepared", "DATASETS", "make_grid", "write_png",

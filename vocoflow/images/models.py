@@ -2,7 +2,8 @@
 
 Every model is an :class:`ImageFlow`: a base density, a data scaling (pixels in ``[0, 256)``
 to the model's range, with its log-Jacobian) and a core bijector whose latent has the shape of
-the image. ``build_image_flow({"type": ..., ...}, image_shape)`` builds one from a config dict.
+the image. ``build_image_flow({"type": ..., ...}, image_shape)`` builds one from a config dict;
+the types are the builders registered in :data:`IMAGE_MODELS`.
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ from vocoflow.flows import (
     Logistic, Normal, ResidualBlock, Scale, Sequential, Split, Squeeze,
 )
 from vocoflow.nets.resnet import ZeroConv2d, glow_factory, resnet_factory
+from vocoflow.registry import ClassChoices
 
 from .dequantization import VariationalDequantizer
 from .layers import DataScaling, Flatten, Permute, UniformBox
 
 __all__ = [
     "ImageFlow", "nice", "realnvp", "glow", "resflow", "build_image_flow", "load_image_flow",
-    "MODEL_TYPES",
+    "IMAGE_MODELS",
 ]
 
-MODEL_TYPES = ("nice", "realnvp", "glow", "resflow")
 LOG2 = math.log(2.0)
 
 
@@ -95,7 +96,7 @@ class ImageFlow(Flow):
 
     # -- residual-flow log-det settings -----------------------------------------------------
     def residual_blocks(self) -> list[nn.Module]:
-        return [m for m in self.modules() if ResidualBlock is not None and isinstance(m, ResidualBlock)]
+        return [m for m in self.modules() if isinstance(m, ResidualBlock)]
 
     def set_logdet(self, logdet: str | None = None, **settings) -> None:
         """Set ``logdet_mode`` (``exact``/``series``/``unbiased``) and attributes such as
@@ -401,7 +402,11 @@ def resflow(image_shape, levels: int = 3, blocks: int = 4, hidden: int = 512,
 # Config
 # ---------------------------------------------------------------------------------------------
 
-_BUILDERS = {"nice": nice, "realnvp": realnvp, "glow": glow, "resflow": resflow}
+# model.type -> the builder function (trained by the "image" task)
+IMAGE_MODELS = ClassChoices("image model type")
+for _builder in (nice, realnvp, glow, resflow):
+    IMAGE_MODELS.register(_builder.__name__, _builder, task="image")
+del _builder
 
 
 def build_image_flow(config: dict, image_shape) -> ImageFlow:
@@ -416,8 +421,9 @@ def build_image_flow(config: dict, image_shape) -> ImageFlow:
     """
     cfg = dict(config)
     kind = cfg.pop("type", None)
-    if kind not in _BUILDERS:
-        raise ValueError(f"model.type must be one of {MODEL_TYPES}, not {kind!r}")
+    if kind not in IMAGE_MODELS:
+        raise ValueError(f"model.type must be one of {tuple(IMAGE_MODELS)}, not {kind!r}")
+    builder = IMAGE_MODELS.get(kind).cls
     deq = cfg.pop("dequantization", "uniform")
     deq_opts = dict(cfg.pop("dequantizer", None) or {})
     if deq not in ("uniform", "variational"):
@@ -426,12 +432,12 @@ def build_image_flow(config: dict, image_shape) -> ImageFlow:
     dequantizer = VariationalDequantizer(image_shape[0], **deq_opts) if deq == "variational" else None
     import inspect
 
-    allowed = set(inspect.signature(_BUILDERS[kind]).parameters) - {"image_shape", "kw"}
+    allowed = set(inspect.signature(builder).parameters) - {"image_shape", "kw"}
     unknown = set(cfg) - allowed
     if unknown:
         raise ValueError(f"unknown option(s) for model type {kind!r}: {sorted(unknown)}; "
                          f"allowed: {sorted(allowed)}")
-    return _BUILDERS[kind](image_shape, dequantizer=dequantizer, config=dict(config), **cfg)
+    return builder(image_shape, dequantizer=dequantizer, config=dict(config), **cfg)
 
 
 def load_image_flow(path: str | Path, map_location="cpu") -> ImageFlow:

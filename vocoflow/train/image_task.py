@@ -20,7 +20,7 @@ import torch
 from vocoflow.images import (
     ImageDataset, build_image_flow, load_prepared, make_grid, uniform_noise,
 )
-from vocoflow.train.config import TrainConfig
+from vocoflow.train.trainer_config import TrainConfig
 
 __all__ = ["ImageTask", "split_config", "evaluate_bpd"]
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from vocoflow.vocoders import VOCODER_MODELS
+
 from .vocoder_task import ConfigError, VocoderTask
 
 __all__ = ["TeacherTask"]
@@ -26,8 +28,10 @@ class TeacherTask(VocoderTask):
     def __init__(self, config: dict, train_dump, dev_dump=None):
         super().__init__(config, train_dump, dev_dump)
         kind = (config.get("model") or {}).get("type")
-        if kind != "wavenet_teacher":
-            raise ConfigError(f"TeacherTask trains model.type wavenet_teacher, not {kind!r}")
+        choice = VOCODER_MODELS.find(kind)
+        if choice is None or choice.task != "teacher":
+            raise ConfigError(f"TeacherTask trains model.type "
+                              f"{' or '.join(VOCODER_MODELS.names(task='teacher'))}, not {kind!r}")
         self.media_seconds = float((config.get("train") or {}).get("media_seconds", 0.25))
 
     def build_model(self):

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
-from .config import TrainConfig
+from .trainer_config import TrainConfig
 
 __all__ = ["Trainer", "TrainingError", "EMA", "EpochShuffleSampler", "find_latest_checkpoint"]
 

@@ -10,7 +10,7 @@ import torch
 
 from vocoflow.audio import AudioMelDataset, MelConfig
 from vocoflow.flows import Normal
-from vocoflow.vocoders import features_from_config
+from vocoflow.vocoders import VOCODER_MODELS, features_from_config
 
 __all__ = ["VocoderTask", "build_vocoder_model", "ConfigError"]
 
@@ -25,10 +25,11 @@ def build_vocoder_model(config: dict, features: MelConfig):
     """The flow vocoder described by ``config["model"]`` for the front end ``features``."""
     from vocoflow.vocoders import build_model as build
 
-    kind = (config.get("model") or {}).get("type", "waveglow")
-    if kind != "waveglow":
+    kind = (config.get("model") or {}).get("type", VOCODER_MODELS.default)
+    choice = VOCODER_MODELS.find(kind)
+    if choice is None or choice.task != "vocoder":
         raise ConfigError(f"model.type {kind!r} is not a flow vocoder this task can train "
-                          "(waveglow)")
+                          f"({', '.join(VOCODER_MODELS.names(task='vocoder'))})")
     return build({**config, "features": features})
 
 

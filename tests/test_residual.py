@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from vocoflow.flows.base import NonConvergenceError
-from vocoflow.flows.residual import LipSwish, ResidualBlock, SpectralNormLayer
+from vocoflow.flows.lipschitz import LipSwish, SpectralNormLayer
+from vocoflow.flows.residual import ResidualBlock
 
 F64 = torch.float64
 

@@ -7,37 +7,11 @@ A residual block maps ``z = x + g(x)``. When the residual branch ``g`` is a cont
     log|det dz/dx| = log det(I + J_g) = sum_{k>=1} (-1)^(k+1) / k * tr(J_g^k),
 
 a power series that converges because the spectral radius of ``J_g`` is below one. This module
-holds the three pieces:
-
-* :class:`SpectralNormLayer` -- a linear / conv1d / conv2d layer whose weight is rescaled so that
-  the layer's operator norm (its Lipschitz constant) is at most ``coeff``;
-* :class:`LipSwish` -- the 1-Lipschitz activation of Residual Flows;
-* :class:`ResidualBlock` -- the bijector, with exact, truncated-series and unbiased
-  (Russian-roulette) log-determinants and a fixed-point inverse.
-
-How the conv layers are normalised
-----------------------------------
-A convolution's Lipschitz constant is the operator norm of the convolution, not the norm of the
-reshaped ``(out, in*k)`` weight matrix used by SN-GAN and i-ResNet's fast approximation (a
-smoothing kernel with equal taps has operator norm ``sqrt(k)`` times the reshaped norm, so the
-reshaped normalisation does not bound ``Lip(g)``). By default (``conv_norm="frequency"``) this
-module bounds the true operator norm instead. For a "same"-padded convolution with centred taps
-``W_j`` (offsets ``|j| <= n = (k-1)/2`` on each axis) and any input length, the operator norm is
-at most ``sup_w ||W(w)||_2`` with ``W(w) = sum_j W_j exp(-i w.j)`` (zero padding restricts the
-bi-infinite convolution, whose operator norm is that supremum). ``||W(w)||`` is tracked by power
-iteration at every point of a frequency grid (one pair of complex vectors per frequency, stored as
-buffers), and the grid maximum is converted into a bound on the supremum: for unit ``a, b`` the
-function ``Re(e^{-it} a^H W(w) b)`` is a real trigonometric polynomial of degree ``n`` per axis, so
-Bernstein's inequality bounds its curvature at the maximum and gives
-``sup ||W(w)|| <= max_grid ||W(w)|| / (1 - eps)`` with ``eps = (sum_axes n * delta)^2 / 2`` and
-``delta`` the largest distance to a grid point. The grid is fine enough that ``eps`` is about
-0.005 for conv1d and 0.019 for conv2d, so the bound costs at most that much of ``coeff``. The grid
-has ``16 n + 1`` frequencies for conv1d and ``(16 n + 1) * 32 n`` for conv2d (17 and 544 for
-``k = 3``); a power-iteration step costs about that many ``(out x in)`` matrix-vector products, and
-the differentiable ``sigma`` only evaluates the peak frequency found by the last step.
-``conv_norm="reshape"`` selects i-ResNet's fast approximation (normalise the reshaped matrix); it is
-cheaper but does **not** guarantee ``Lip(g) < 1`` for kernels wider than one tap. For linear
-layers and 1x1 convolutions both choices are the same, exact, matrix normalisation.
+holds :class:`ResidualBlock`, the bijector, with exact, truncated-series and unbiased
+(Russian-roulette) log-determinants and a fixed-point inverse. Its residual branch is made of
+:class:`~vocoflow.flows.lipschitz.SpectralNormLayer` layers (operator norm at most ``coeff``)
+and :class:`~vocoflow.flows.lipschitz.LipSwish` activations; the log-determinant estimators
+are the functions of :mod:`vocoflow.flows.logdet`.
 
 Truncated-series bias
 ---------------------
@@ -56,9 +30,9 @@ the first case):
   n=2: -2.4e-6, n=4: -1.7e-9, n=8: below 1e-15.
 
 So for blocks like the second one the default ``n_series_terms=10`` is exact to rounding; the
-bias matters once training drives ``J_g`` towards its bound (check with :meth:`ResidualBlock.logdet_exact`
-on small inputs). ``logdet="unbiased"`` removes
-the bias altogether at the price of variance.
+bias matters once training drives ``J_g`` towards its bound (check with
+:meth:`ResidualBlock.logdet_exact` on small inputs). ``logdet="unbiased"`` removes the bias
+altogether at the price of variance.
 """
 
 from __future__ import annotations
@@ -71,18 +45,14 @@ from torch import nn
 
 from .base import Bijector, NonConvergenceError
 from .lipschitz import LipSwish, SpectralNormLayer
+from .logdet import (
+    PROBES, exact_logdet, hutchinson_probes, neumann_logdet, power_series_logdet,
+    russian_roulette_weights,
+)
 
-__all__ = ["ResidualBlock", "LipSwish", "SpectralNormLayer"]
+__all__ = ["ResidualBlock"]
 
 _LOGDET_MODES = ("exact", "series", "unbiased")
-_PROBES = ("rademacher", "gaussian", "exact")
-
-
-
-
-# ----------------------------------------------------------------------------------------------
-# The residual bijector
-# ----------------------------------------------------------------------------------------------
 
 
 class ResidualBlock(Bijector):
@@ -124,7 +94,7 @@ class ResidualBlock(Bijector):
     warm-started power iterations per layer; ``.eval()`` iterates them to convergence and eval-mode
     calls never change them (deterministic). :meth:`lipschitz_bounds` reports exact per-layer
     bounds, :meth:`refresh_spectral_norms` re-converges after weights are edited by hand.
-    ``conv_norm`` chooses how wide kernels are normalised (module docstring).
+    ``conv_norm`` chooses how wide kernels are normalised (see :mod:`vocoflow.flows.lipschitz`).
 
     ``inverse`` runs the fixed-point iteration ``x <- z - g(x)`` from ``x = z`` until the largest
     change is below ``inverse_tol * max(1, max|x|)`` (``None``: 1e-10 in float64, 1e-5 in float32)
@@ -178,8 +148,8 @@ class ResidualBlock(Bijector):
             raise ValueError(f"coeff must lie in (0, 1) for invertibility, got {coeff}")
         if not 0.0 < roulette_p < 1.0:
             raise ValueError(f"roulette_p must lie in (0, 1), got {roulette_p}")
-        if hutchinson not in _PROBES:
-            raise ValueError(f"hutchinson must be one of {_PROBES}, got {hutchinson!r}")
+        if hutchinson not in PROBES:
+            raise ValueError(f"hutchinson must be one of {PROBES}, got {hutchinson!r}")
         if n_series_terms < 1 or n_hutchinson < 1 or n_exact_terms < 0:
             raise ValueError("need n_series_terms >= 1, n_hutchinson >= 1, n_exact_terms >= 0")
         self.channels, self.hidden, self.ndim = channels, hidden, ndim
@@ -273,76 +243,17 @@ class ResidualBlock(Bijector):
             p.requires_grad for p in self.parameters()
         )
 
-    @staticmethod
-    def _vjp(gx: torch.Tensor, x: torch.Tensor, w: torch.Tensor, create_graph: bool) -> torch.Tensor:
-        """``w^T J_g`` for a stack of vectors ``w`` of shape ``(m, *x.shape)``."""
-        if w.shape[0] == 1:
-            out = torch.autograd.grad(gx, x, w[0], retain_graph=True, create_graph=create_graph)[0]
-            return out.unsqueeze(0)
-        return torch.autograd.grad(
-            gx, x, w, retain_graph=True, create_graph=create_graph, is_grads_batched=True
-        )[0]
-
-    def _basis(self, x: torch.Tensor) -> torch.Tensor:
-        dim = x[0].numel()
-        if dim > self.brute_force_max_dim:
-            raise ValueError(
-                f"exact Jacobians need {dim} vector-Jacobian products per item (C * spatial = {dim} "
-                f"> brute_force_max_dim={self.brute_force_max_dim}); use logdet='series' or "
-                f"'unbiased' with random probes, or raise brute_force_max_dim"
-            )
-        eye = torch.eye(dim, dtype=x.dtype, device=x.device).reshape(dim, 1, *x.shape[1:])
-        return eye.expand(dim, *x.shape).contiguous()
-
-    def _exact_logdet(self, gx, x, create_graph: bool) -> torch.Tensor:
-        basis = self._basis(x)
-        dim = basis.shape[0]
-        rows = self._vjp(gx, x, basis, create_graph)  # rows[i, b] = e_i^T J_b
-        jac = rows.movedim(0, 1).reshape(x.shape[0], dim, dim)
-        eye = torch.eye(dim, dtype=x.dtype, device=x.device)
-        return torch.linalg.slogdet(eye + jac).logabsdet
-
-    def _probes(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
-        if self.hutchinson == "exact":
-            return self._basis(x), 1.0
-        shape = (self.n_hutchinson, *x.shape)
-        if self.hutchinson == "gaussian":
-            v = torch.randn(shape, dtype=x.dtype, device=x.device)
-        else:
-            v = torch.randint(0, 2, shape, device=x.device).to(x.dtype) * 2 - 1
-        return v, 1.0 / self.n_hutchinson
-
-    def _term_weights(self, mode: str, batch: int, x: torch.Tensor) -> torch.Tensor:
-        """``c[k-1, b]``: the weight of series term ``k`` for item ``b``."""
+    def _logdet(self, gx: torch.Tensor, x: torch.Tensor, mode: str, need_graph: bool) -> torch.Tensor:
+        if mode == "exact":
+            return exact_logdet(gx, x, create_graph=need_graph, max_dim=self.brute_force_max_dim)
+        probes, scale = hutchinson_probes(x, self.n_hutchinson, self.hutchinson, self.brute_force_max_dim)
         if mode == "series":
-            return x.new_ones(self.n_series_terms, batch)
-        p = self.roulette_p
-        extra = torch.distributions.Geometric(probs=torch.tensor(p, dtype=torch.float64)).sample((batch,))
-        extra = extra.to(device=x.device, dtype=torch.long)
-        n_terms = self.n_exact_terms + int(extra.max())
-        k = torch.arange(1, n_terms + 1, device=x.device)
-        m = (k - self.n_exact_terms).clamp_min(0)  # 0 for the always-computed terms
-        reached = (extra.unsqueeze(0) >= m.unsqueeze(1)).to(x.dtype)
-        return reached * (1.0 - p) ** (-m.to(x.dtype)).unsqueeze(1)
-
-    def _series_logdet(self, gx, x, mode: str, need_graph: bool) -> torch.Tensor:
-        probes, scale = self._probes(x)
-        coef = self._term_weights(mode, x.shape[0], x)
-        bshape = (1, -1) + (1,) * (x.dim() - 1)
-        neumann = self.neumann_grad and need_graph
-        total = x.new_zeros(x.shape[0])
-        grad_vec = torch.zeros_like(probes) if neumann else None
-        w = probes
-        for k in range(1, coef.shape[0] + 1):
-            if neumann:  # accumulate v^T sum_j (-1)^j c_{j+1} J^j
-                grad_vec = grad_vec + ((-1) ** (k - 1) * coef[k - 1]).reshape(bshape) * w
-            w = self._vjp(gx, x, w, create_graph=need_graph and not neumann)  # v^T J^k
-            trace = (w * probes).flatten(2).sum(-1).sum(0) * scale
-            total = total + ((-1) ** (k + 1) / k) * coef[k - 1] * trace
-        if not neumann:
-            return total
-        surrogate = (self._vjp(gx, x, grad_vec, create_graph=True) * probes).flatten(2).sum(-1).sum(0) * scale
-        return total.detach() + (surrogate - surrogate.detach())
+            coef = x.new_ones(self.n_series_terms, x.shape[0])
+        else:
+            coef = russian_roulette_weights(x.shape[0], self.n_exact_terms, self.roulette_p, x)
+        if self.neumann_grad and need_graph:
+            return neumann_logdet(gx, x, probes, coef, scale)
+        return power_series_logdet(gx, x, probes, coef, scale, create_graph=need_graph)
 
     def _forward(self, x, cond, weights, mode: str):
         need_graph = self._needs_graph(x, cond)
@@ -350,10 +261,7 @@ class ResidualBlock(Bijector):
             # a view, so that vector-Jacobian products w.r.t. it never run hooks placed on x
             xg = x.view_as(x) if (need_graph and x.requires_grad) else x.detach().requires_grad_(True)
             gx = self._g(xg, cond, weights)
-            if mode == "exact":
-                logdet = self._exact_logdet(gx, xg, create_graph=need_graph)
-            else:
-                logdet = self._series_logdet(gx, xg, mode, need_graph)
+            logdet = self._logdet(gx, xg, mode, need_graph)
             z = x + gx
         if not need_graph:
             return z.detach(), logdet.detach()

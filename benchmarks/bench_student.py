@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.block:
-        from vocoflow.vocoders.student import BlockedWN
+        from vocoflow.nets import BlockedWN
 
         BlockedWN.block = args.block
     f, models = build(args.features)

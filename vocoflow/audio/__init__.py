@@ -5,6 +5,7 @@ This layer imports only torch, torchaudio, librosa, soundfile, kaldiio and numpy
 - :mod:`~vocoflow.audio.mel`: :class:`MelConfig`, presets, :class:`MelSpectrogram`, :func:`align`
 - :mod:`~vocoflow.audio.io`: :func:`load_audio`, :func:`save_wav`, :class:`AudioError`
 - :mod:`~vocoflow.audio.datadir`: Kaldi data directories and their validation
+- :mod:`~vocoflow.audio.wav_scp`: the audio of one ``wav.scp`` value (file, ark entry or pipe)
 - :mod:`~vocoflow.audio.kaldi_io`: Kaldi ark/scp I/O (:func:`read_feats`, :func:`as_frames_by_mels`)
 - :mod:`~vocoflow.audio.dump`: dump directories, :func:`preprocess`
 - :mod:`~vocoflow.audio.stats`: :class:`Stats` (``Stats.load``: the reader of ``stats.npz``), :func:`compute_stats`, :func:`normalize`

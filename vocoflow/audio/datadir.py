@@ -13,18 +13,16 @@ Every problem found is an :class:`Issue` naming the file and line, e.g.
 
 from __future__ import annotations
 
-import io as _io
 import os
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import kaldiio
 import numpy as np
 import soundfile as sf
 
 from ._files import atomic_write_text
-from .io import AudioError, cut_segment, load_audio, prepare_audio, run_pipe
+from .io import AudioError
+from .wav_scp import ark_path, load_wav_entry, source_kind, wav_entry_duration
 
 __all__ = [
     "Issue",
@@ -38,7 +36,6 @@ __all__ = [
 ]
 
 FILES = ("wav.scp", "segments", "utt2spk", "spk2utt", "text")
-_ARK_ENTRY = re.compile(r"^(.+):(\d+)(\[[0-9:,]*\])?$")
 
 
 @dataclass(frozen=True)
@@ -83,17 +80,6 @@ class Utterance:
     end: float | None = None
     speaker: str | None = None
     text: str | None = None
-
-
-def source_kind(value: str) -> str:
-    """``'pipe'``, ``'ark'`` (``path:offset``) or ``'file'`` for a ``wav.scp`` value."""
-    v = value.strip()
-    if v.endswith("|") or v.startswith("|"):
-        return "pipe"
-    m = _ARK_ENTRY.match(v)
-    if m and not os.path.exists(v):
-        return "ark"
-    return "file"
 
 
 @dataclass
@@ -172,18 +158,6 @@ def _read_table(path: str, kind: str, issues: list[Issue]) -> _Table:
     return table
 
 
-def _duration(value: str) -> float | None:
-    """Duration in seconds of a file or ark ``wav.scp`` entry, None for a pipe."""
-    kind = source_kind(value)
-    if kind == "pipe":
-        return None
-    if kind == "ark":
-        rate, arr = kaldiio.load_mat(value)
-        return len(arr) / rate
-    info = sf.info(value)
-    return info.frames / info.samplerate
-
-
 class DataDir:
     """A parsed Kaldi data directory.
 
@@ -241,18 +215,13 @@ class DataDir:
                 issues.append(Issue(wav.path, line, f"missing audio: file {value!r} of {rec!r} not found", code="missing-audio"))
                 continue
             if kind == "ark":
-                ark = _ARK_ENTRY.match(value.strip()).group(1)
+                ark = ark_path(value)
                 if not os.path.isfile(ark):
                     issues.append(Issue(wav.path, line, f"missing audio: ark {ark!r} of {rec!r} not found", code="missing-audio"))
                     continue
             if check_audio and self.segments is not None and (kind != "pipe" or run_pipes):
                 try:
-                    if kind == "pipe":
-                        data = run_pipe(value, name=f"{rec} ({value})")
-                        info = sf.info(_io.BytesIO(data))
-                        durations[rec] = info.frames / info.samplerate
-                    else:
-                        durations[rec] = _duration(value)
+                    durations[rec] = wav_entry_duration(value, name=f"{rec} ({value})")
                 except (AudioError, RuntimeError, ValueError, OSError, sf.LibsndfileError) as e:
                     issues.append(Issue(wav.path, line, f"cannot read audio of {rec!r}: {e}", code="unreadable-audio"))
         if self.segments is not None:
@@ -364,31 +333,17 @@ def load_utterance(
     check: bool = True,
     max_overshoot: float = 0.5,
 ) -> tuple[np.ndarray, int]:
-    """Read one utterance (file, ark entry or pipe; cut to its segment) as mono float32.
+    """Read one utterance (file, ark entry or pipe; cut to its segment) as mono float32
+    with :func:`~vocoflow.audio.wav_scp.load_wav_entry`.
 
-    Errors are :class:`AudioError` naming the file (or the command) and the utterance.
+    Errors are :class:`AudioError` naming the file (or the command) and the utterance (a
+    whole-file utterance of a plain file is named by the file alone).
     """
     value = utt.source.strip()
-    kind = source_kind(value)
-    if kind == "pipe":
-        label = f"{value} (utterance {utt.utt_id})"
-        data = run_pipe(value, name=label)
-        return load_audio(data, sample_rate, strict=strict, name=label, start=utt.start, end=utt.end, max_overshoot=max_overshoot, check=check)
-    if kind == "ark":
-        label = f"{value} (utterance {utt.utt_id})"
-        try:
-            obj = kaldiio.load_mat(value)
-        except Exception as e:  # kaldiio raises many kinds
-            raise AudioError(label, f"cannot read audio from ark ({type(e).__name__}: {e})") from None
-        if not (isinstance(obj, tuple) and len(obj) == 2):
-            raise AudioError(label, "ark entry is not audio (expected a WAV in the ark)")
-        rate, arr = obj
-        arr = np.asarray(arr)
-        if utt.start is not None or utt.end is not None:
-            arr = cut_segment(arr, rate, utt.start, utt.end, label, max_overshoot)
-        return prepare_audio(arr, rate, name=label, sample_rate=sample_rate, strict=strict, check=check)
-    label = value if utt.start is None and utt.end is None and utt.utt_id == utt.recording_id else f"{value} (utterance {utt.utt_id})"
-    return load_audio(value, sample_rate, strict=strict, name=label, start=utt.start, end=utt.end, max_overshoot=max_overshoot, check=check)
+    whole_file = utt.start is None and utt.end is None and utt.utt_id == utt.recording_id
+    label = value if whole_file and source_kind(value) == "file" else f"{value} (utterance {utt.utt_id})"
+    return load_wav_entry(value, sample_rate, name=label, strict=strict, check=check,
+                          start=utt.start, end=utt.end, max_overshoot=max_overshoot)
 
 
 def _write_table(path: str, rows: dict, fmt) -> None:

@@ -16,18 +16,15 @@ from __future__ import annotations
 import functools
 import os
 
-import kaldiio
 import numpy as np
-import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from .datadir import source_kind
-from .kaldi_io import load_feat, read_scp, resolve_entry
-from .mel import MelConfig
-from .io import run_pipe
 from .dump import read_utt2num_frames, require_complete
+from .kaldi_io import load_feat, read_scp
+from .mel import MelConfig
 from .stats import Stats
+from .wav_scp import load_wav_entry
 
 __all__ = ["AudioMelDataset", "collate_eval"]
 
@@ -124,18 +121,9 @@ class AudioMelDataset(Dataset):
     # ---- reading
     def _audio(self, utt: str) -> np.ndarray:
         value = self._wavs[utt]
-        kind = source_kind(value)
-        if kind == "pipe":
-            import io
-
-            data, rate = sf.read(io.BytesIO(run_pipe(value, name=f"{value} (utterance {utt})")), dtype="float32")
-        elif kind == "ark":
-            rate, data = kaldiio.load_mat(resolve_entry(value, self._wav_scp), fd_dict=self._files())
-            data = data.astype(np.float32) / 32768.0 if data.dtype == np.int16 else data.astype(np.float32)
-        else:
-            data, rate = sf.read(resolve_entry(value, self._wav_scp), dtype="float32")
-        if data.ndim == 2:
-            data = data.mean(axis=1)
+        # as stored: no resampling, no content checks (preprocess checked it)
+        data, rate = load_wav_entry(value, name=f"{value} (utterance {utt})", check=False,
+                                    scp_path=self._wav_scp, fd_dict=self._files())
         if rate != self.config.sample_rate:
             raise ValueError(f"{self._wav_scp}: utterance {utt}: {rate} Hz audio, features are for {self.config.sample_rate} Hz")
         return data

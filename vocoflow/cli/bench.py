@@ -317,11 +317,9 @@ def cmd_benchmark(args) -> int:
         os.unlink(out)
     print(format_table(result))
     if args.json:
-        tmp = f"{args.json}.tmp.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, args.json)
+        from vocoflow.audio._files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

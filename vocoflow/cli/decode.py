@@ -2,7 +2,8 @@
 
 Inputs (exactly one): ``--feats-scp`` (Kaldi/ESPnet ``feats.scp``), ``--npy-dir`` (one
 ``<utt>.npy`` per utterance, ``(n_mels, frames)`` or ``(frames, n_mels)``), ``--wav-scp`` or
-``--wav-dir`` (analysis with the vocoder's own mel front end, then resynthesis). Output:
+``--wav-dir`` (analysis with the vocoder's own mel front end, then resynthesis; ``wav.scp``
+values may be paths, ark entries or ``command |``). Output:
 ``OUT/<utt>.wav`` (16-bit PCM, written atomically).
 
 Normalisation rule for feature inputs (``--feats-scp``/``--npy-dir``):
@@ -93,7 +94,7 @@ def _sources(args, voc):
     import numpy as np
 
     from vocoflow.audio.kaldi_io import as_frames_by_mels, load_feat, read_scp
-    from vocoflow.audio.io import load_audio, run_pipe
+    from vocoflow.audio.wav_scp import load_wav_entry
 
     def scp(path):
         try:
@@ -122,11 +123,7 @@ def _sources(args, voc):
                 for u, p in _list_dir(args.npy_dir, (".npy",))], {}
 
     def load_wav(source, u):
-        if source.rstrip().endswith("|"):
-            data = run_pipe(source, name=f"utterance {u}")
-            wav, _ = load_audio(data, voc.sample_rate, name=f"utterance {u}")
-        else:
-            wav, _ = load_audio(source, voc.sample_rate)
+        wav, _ = load_wav_entry(source, voc.sample_rate, name=f"{source.strip()} (utterance {u})")
         if len(wav) < voc.hop_length:
             raise ValueError(f"utterance {u}: audio shorter than one hop ({voc.hop_length} samples)")
         return voc.mel(wav).cpu().numpy(), True
@@ -225,9 +222,10 @@ def cmd_decode(args) -> int:
             f.close()
 
     if failures:
-        with open(os.path.join(args.out_dir, "bad_utts"), "w", encoding="utf-8") as f:
-            for u, reason in failures:
-                f.write(f"{u} {reason}\n")
+        from vocoflow.audio._files import atomic_write_text
+
+        atomic_write_text(os.path.join(args.out_dir, "bad_utts"),
+                          "".join(f"{u} {reason}\n" for u, reason in failures))
         print(f"vocoflow decode: {len(failures)} of {len(sources)} utterance(s) failed "
               f"(also listed in {os.path.join(args.out_dir, 'bad_utts')}):", file=sys.stderr)
         for u, reason in failures:

@@ -140,11 +140,11 @@ def _load_model(model_dir, cpu):
 
 def _write_json(path, obj):
     if path:
+        from vocoflow.audio._files import atomic_write_text
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def cmd_prepare(args) -> int:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from vocoflow.audio import AudioError, MelConfig, MelSpectrogram, load_audio, save_wav
-from vocoflow.audio._files import atomic_write_text
+from vocoflow.audio import AudioError, MelConfig, MelSpectrogram, save_wav
+from vocoflow.audio._files import atomic_open, atomic_write_text
+from vocoflow.audio.wav_scp import load_wav_entry
 
 from .metrics import align_lengths, evaluate_pair
 
@@ -55,30 +55,11 @@ def griffin_lim_from_mel(mel_log: np.ndarray, config: MelConfig, n_iter: int = 3
     return wav.astype(np.float32)
 
 
-def load_entry(entry: str, sample_rate: int, check: bool = True) -> np.ndarray:
-    """Audio from a file path or a Kaldi ark entry (``archive.ark:offset``, as in a dump's
-    ``wav.scp``), as mono float32 at ``sample_rate``."""
-    ark, sep, offset = entry.rpartition(":")
-    if sep and offset.isdigit() and os.path.isfile(ark):
-        import kaldiio
-
-        from vocoflow.audio.io import prepare_audio
-
-        rate, data = kaldiio.load_mat(entry)
-        data = np.asarray(data)
-        if data.dtype == np.int16:
-            data = data.astype(np.float32) / 32768.0
-        data = data.reshape(len(data), -1).astype(np.float32)
-        wav, _ = prepare_audio(data, int(rate), name=entry, sample_rate=sample_rate, check=check)
-        return wav
-    return load_audio(entry, sample_rate, check=check)[0]
-
-
 def _evaluate_one(args):
     utt, ref_path, gen_path, sr, metrics = args
     try:
-        ref = load_entry(ref_path, sr)
-        gen = load_entry(gen_path, sr, check=False)
+        ref, _ = load_wav_entry(ref_path, sr)
+        gen, _ = load_wav_entry(gen_path, sr, check=False)
         if gen.size == 0 or not np.isfinite(gen).all():
             raise AudioError(gen_path, "generated audio is empty or not finite")
         diff = len(gen) - len(ref)
@@ -158,18 +139,20 @@ def plot_spectrograms(wavs: dict, sr: int, png: str | Path, title: str = "") -> 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    png = Path(png)
-    tmp = png.with_name(png.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, png)
+    try:
+        with atomic_open(png, "wb") as f:
+            fig.savefig(f, format="png", dpi=90)
+    finally:
+        plt.close(fig)
 
 
 def evaluate_systems(refs: dict, systems: dict, sample_rate: int, out_dir: str | Path, *,
                      griffin_lim: MelConfig | None = None, metrics=("pesq", "mcd", "lmd", "f0"),
                      n_jobs: int = 1, n_plots: int = 3, extra: dict | None = None,
                      progress: bool = True) -> EvalReport:
-    """Compare each system's ``{utt: wav path}`` with ``refs`` ``{utt: wav path}``.
+    """Compare each system's ``{utt: wav path}`` with ``refs`` ``{utt: wav path}`` (paths or
+    ``wav.scp`` values such as a dump's ark entries, read with
+    :func:`~vocoflow.audio.wav_scp.load_wav_entry`).
 
     With ``griffin_lim`` a baseline system "griffin-lim" is synthesised from each reference's
     mel (that front end) into ``out_dir/griffin_lim/`` and scored the same way. ``extra`` adds
@@ -193,7 +176,7 @@ def evaluate_systems(refs: dict, systems: dict, sample_rate: int, out_dir: str |
                 if not target.exists():
                     import torch
 
-                    wav = load_entry(path, griffin_lim.sample_rate)
+                    wav, _ = load_wav_entry(path, griffin_lim.sample_rate)
                     mel = mel_fn(torch.from_numpy(wav)).numpy()
                     save_wav(target, griffin_lim_from_mel(mel, griffin_lim, length=len(wav)),
                              griffin_lim.sample_rate)
@@ -236,9 +219,9 @@ def evaluate_systems(refs: dict, systems: dict, sample_rate: int, out_dir: str |
                     if report.per_utt else [])
     for utt in common[:n_plots]:
         try:
-            wavs = {"reference": load_entry(refs[utt], sample_rate)}
+            wavs = {"reference": load_wav_entry(refs[utt], sample_rate)[0]}
             for name, gens in systems.items():
-                w = load_entry(gens[utt], sample_rate, check=False)
+                w, _ = load_wav_entry(gens[utt], sample_rate, check=False)
                 wavs[name] = align_lengths(wavs["reference"], w)[1]
             plot_spectrograms(wavs, sample_rate, out / f"spectrogram_{utt}.png", title=utt)
         except Exception as e:

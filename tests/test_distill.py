@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from data_fixtures import tone, write_wav
 from flowcheck import randomize
-from vocoflow.train.distill_task import DistillLossConfig, DistillObjective
+from vocoflow.train.distill_loss import DistillLossConfig, DistillObjective
 from vocoflow.train.losses import MultiResolutionSTFTLoss, closed_form_kl, gaussian_kl
 from vocoflow.train.vocoder_task import ConfigError
 from vocoflow.vocoders import IAFStudent, WaveNetTeacher

@@ -1,9 +1,10 @@
 """``vocoflow distill``: probability density distillation of a saved teacher into an IAF student.
 
-The teacher is any saved vocoder directory with a density: a WaveNet teacher trained with
-``vocoflow train`` (``model.type: wavenet_teacher``) or a flow such as WaveGlow. The student is
+The teacher is a saved vocoder directory whose model type can teach (``can_teach`` in
+:data:`~vocoflow.vocoders.VOCODER_MODELS`): a WaveNet teacher trained with ``vocoflow train``
+(``model.type: wavenet_teacher``) or a flow such as WaveGlow. The student is
 the config's ``model:`` (``type: iaf_student``); the losses are in ``train.loss``
-(:mod:`vocoflow.train.distill_task`). Training uses the same Accelerate trainer as
+(:mod:`vocoflow.train.distill_loss`). Training uses the same Accelerate trainer as
 ``vocoflow train`` (``--resume``, several processes with ``torchrun``/``accelerate launch``, the
 non-finite guard, TensorBoard, ``loss.png``) and ends with an ordinary vocoder directory in
 ``OUT/model`` for ``vocoflow decode``, ``vocoflow benchmark`` and ``vocoflow.load``.
@@ -47,7 +48,8 @@ def run_score(args) -> int:
     import torch
 
     from vocoflow.audio import MelConfig
-    from vocoflow.train.distill_task import load_teacher, score_systems
+    from vocoflow.train.distill_score import score_systems
+    from vocoflow.train.distill_teacher import load_teacher
     from vocoflow.train.vocoder_task import ConfigError
     from vocoflow.vocoders import VocoderError, load
 

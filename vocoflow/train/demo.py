@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from vocoflow.audio._files import atomic_open, atomic_write_text
 from vocoflow.flows import ActNorm, AffineCoupling, Flow, Normal, Reverse, Sequential
 
 __all__ = ["two_moons", "build_toy_flow", "run_demo"]
@@ -37,12 +37,6 @@ def build_toy_flow(n_steps: int = 8, hidden: int = 64) -> Flow:
     for _ in range(n_steps):
         layers += [ActNorm(2), AffineCoupling(2, ndim=0, hidden=hidden), Reverse()]
     return Flow(Normal(), Sequential(*layers))
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def run_demo(out_dir: str | Path, steps: int = 1500, batch: int = 512, seed: int = 0,
@@ -91,8 +85,8 @@ def run_demo(out_dir: str | Path, steps: int = 1500, batch: int = 512, seed: int
         ax.set_xlim(-3, 3)
         ax.set_ylim(-3, 3)
     fig.tight_layout()
-    fig.savefig(out / "samples.png.tmp.png", dpi=100)
-    os.replace(out / "samples.png.tmp.png", out / "samples.png")
+    with atomic_open(out / "samples.png", "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -100,12 +94,12 @@ def run_demo(out_dir: str | Path, steps: int = 1500, batch: int = 512, seed: int
     ax.set_xlabel("step")
     ax.set_ylabel("train NLL (nats/dim)")
     fig.tight_layout()
-    fig.savefig(out / "loss.png.tmp.png", dpi=100)
-    os.replace(out / "loss.png.tmp.png", out / "loss.png")
+    with atomic_open(out / "loss.png", "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
 
     np.savetxt(out / "samples.txt", samples.numpy()[:1000], fmt="%.5f")
     summary = {"steps": steps, "final_train_nll": float(np.mean(losses[-50:])),
                "test_nll_nats_per_dim": test_nll, "max_reconstruction_error": recon}
-    _atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary

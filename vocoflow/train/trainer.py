@@ -36,6 +36,8 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
+from vocoflow.audio._files import atomic_write_text
+
 from .trainer_config import TrainConfig
 
 __all__ = ["Trainer", "TrainingError", "EMA", "EpochShuffleSampler", "find_latest_checkpoint"]
@@ -173,9 +175,7 @@ class Trainer:
             return
         keep = [ln for ln in p.read_text().splitlines()
                 if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        os.replace(tmp, p)
+        atomic_write_text(p, "".join(ln + "\n" for ln in keep))
 
     def _save_checkpoint(self, acc, step, epoch, batch_in_epoch, bad_steps):
         ckdir = self.out_dir / "checkpoints"
@@ -195,6 +195,7 @@ class Trainer:
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
             if final.exists():
                 shutil.rmtree(final)
+            # a whole directory is renamed into place (audio._files replaces single files)
             os.replace(tmp, final)
             old = sorted(p for p in ckdir.iterdir() if p.name.startswith(CKPT_PREFIX))
             for p in old[: max(0, len(old) - self.cfg.keep_checkpoints)]:

@@ -63,10 +63,8 @@ def stats_arrays(stats):
     if isinstance(stats, (str, os.PathLike)):
         try:
             stats = Stats.load(stats)
-        except ValueError as e:
-            if "not a stats file" in str(e):
-                raise VocoderError(f"{stats}: not a stats file (needs 'mean' and 'scale')") from None
-            raise
+        except ValueError as e:  # StatsError: names the file and what is wrong
+            raise VocoderError(str(e)) from None
     if isinstance(stats, dict):
         return np.asarray(stats["mean"], np.float64), np.asarray(stats["scale"], np.float64)
     if isinstance(stats, (tuple, list)):

@@ -321,3 +321,22 @@ def test_saving_a_model_with_weight_norm_folded(tmp_path):
     assert not any(".parametrizations." in k for k in torch.load(d2 / "model.pt"))
     a, b = load(d1), load(d2)
     assert torch.allclose(a.synthesize(mel, noise=noise), b.synthesize(mel, noise=noise), atol=1e-6)
+
+
+def test_model_registry_types_capabilities_and_errors():
+    from vocoflow.vocoders import VOCODER_MODELS, IAFStudent, WaveNetTeacher, model_config_from
+
+    assert list(VOCODER_MODELS) == ["waveglow", "iaf_student", "wavenet_teacher"]
+    assert VOCODER_MODELS.get("waveglow").cls is WaveGlow
+    assert VOCODER_MODELS.of(WaveNetTeacher(n_mels=8, hop_length=16, n_layers=2)).name == "wavenet_teacher"
+    assert VOCODER_MODELS.names(can_teach=True) == ["waveglow", "wavenet_teacher"]
+    assert VOCODER_MODELS.names(parallel_density=True) == ["waveglow", "wavenet_teacher"]
+    assert VOCODER_MODELS.names(parallel_sampling=False) == ["wavenet_teacher"]
+    assert VOCODER_MODELS.get("iaf_student").cls is IAFStudent
+    assert [VOCODER_MODELS.get(n).task for n in VOCODER_MODELS] == ["vocoder", "distill", "teacher"]
+    for name in VOCODER_MODELS:
+        assert VOCODER_MODELS.get(name).config.type_name == name
+    with pytest.raises(ValueError, match=r"unknown model type 'nope' \(known: waveglow, iaf_student, wavenet_teacher\)"):
+        model_config_from({"features": {"preset": "asterisk16k"}, "model": {"type": "nope"}})
+    with pytest.raises(ValueError, match="unknown capability"):
+        VOCODER_MODELS.names(fast=True)

@@ -22,6 +22,7 @@
 #   --tag NAME                   experiment name (default: the config's file name)
 #   --resume true|false          continue training from the newest checkpoint (default false)
 #   --n-jobs N                   feature extraction / evaluation processes (default 2)
+#   --pitch dio|harvest|none     F0 tracker of stage 1 (dumps' f0.scp; default dio)
 #   --ngpu N                     0: CPU, 1: one GPU, >1: accelerate launch --multi_gpu
 #   --nproc N                    CPU processes for training with --ngpu 0 (torchrun; default 1)
 #   --train-opts "..."           extra options for vocoflow train (e.g. "--steps 500")
@@ -38,6 +39,7 @@ feature_config=conf/features.yaml
 tag=""
 resume=false
 n_jobs=2
+pitch=dio
 ngpu=0
 nproc=1
 train_opts=""
@@ -99,14 +101,15 @@ fi
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     for s in "${train_set}" "${dev_set}" "${eval_set}"; do
         out=dump/${s}/raw
-        if newer "${out}/.done" "data/${s}/wav.scp" && newer "${out}/.done" "${feature_config}"; then
+        if newer "${out}/.done" "data/${s}/wav.scp" && newer "${out}/.done" "${feature_config}" \
+            && { [ "${pitch}" = none ] || [ -f "${out}/f0.scp" ]; }; then
             log "stage 1: ${out} is complete, skipped"
             continue
         fi
         log "stage 1: features of ${s} (${n_jobs} jobs)"
         "${decode_cmd}" "${out}/log/preprocess.log" python -m vocoflow.cli preprocess \
             --data-dir "data/${s}" --dump-dir "${out}" --config "${feature_config}" \
-            --n-jobs "${n_jobs}" --no-progress
+            --n-jobs "${n_jobs}" --pitch "${pitch}" --no-progress
         grep -E "^(utterances|skipped|audio_seconds)" "${out}/.done" | tr '\n' ' '; echo
     done
 fi

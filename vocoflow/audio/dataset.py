@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .dump import read_utt2num_frames, require_complete
-from .kaldi_io import load_feat, read_scp
+from .kaldi_io import load_feat, read_scp, resolve_entry
 from .mel import MelConfig
 from .stats import Stats
 from .wav_scp import load_wav_entry
@@ -79,6 +79,16 @@ class AudioMelDataset(Dataset):
         self.utt_ids = ids
         self._feats = {u: feats[u] for u in ids}
         self._wavs = {u: wavs[u] for u in ids}
+        # the F0 stream (dumps made with a pitch tracker): items then carry "f0"
+        self._f0_scp = os.path.join(self.dump_dir, "f0.scp")
+        self._f0 = None
+        if os.path.isfile(self._f0_scp):
+            f0s = read_scp(self._f0_scp)
+            missing = [u for u in ids if u not in f0s]
+            if missing:
+                raise ValueError(f"{self._f0_scp}: no F0 for utterance {missing[0]!r} "
+                                 f"({len(missing)} of {len(ids)} missing); rerun preprocess with --pitch")
+            self._f0 = {u: f0s[u] for u in ids}
         self.num_frames = {u: num_frames[u] for u in ids if u in num_frames}
         norm = os.path.join(self.dump_dir, "norm_stats.npz")
         self.stats = Stats.load(norm) if os.path.isfile(norm) else None
@@ -139,6 +149,26 @@ class AudioMelDataset(Dataset):
             )
         return audio, mel
 
+    @property
+    def has_f0(self) -> bool:
+        """Whether the dump holds an F0 track per utterance (``f0.scp``)."""
+        return self._f0 is not None
+
+    def load_f0(self, utt: str, frames: int) -> np.ndarray:
+        """F0 in Hz ``(frames,)`` (``0`` = unvoiced) of one utterance, checked against its
+        number of mel frames."""
+        if self._f0 is None:
+            raise ValueError(f"{self.dump_dir}: no f0.scp (preprocess this dump with --pitch dio)")
+        name = f"{self._f0_scp}: utterance {utt}"
+        import kaldiio
+
+        f0 = np.asarray(kaldiio.load_mat(resolve_entry(self._f0[utt], self._f0_scp), fd_dict=self._files()), dtype=np.float32)
+        if f0.ndim != 1 or len(f0) != frames:
+            raise ValueError(f"{name}: F0 track of shape {f0.shape} does not match {frames} mel frames")
+        if not np.all(np.isfinite(f0)) or (f0 < 0).any():
+            raise ValueError(f"{name}: F0 must be finite and >= 0 Hz")
+        return f0
+
     def rng(self, index: int) -> np.random.Generator:
         """The generator of item ``index`` in the current epoch."""
         return np.random.default_rng([self.seed, self.epoch, int(index)])
@@ -146,15 +176,20 @@ class AudioMelDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         utt = self.utt_ids[index]
         audio, mel = self.load(utt)
+        f0 = self.load_f0(utt, mel.shape[0]) if self._f0 is not None else None
         hop = self.config.hop_length
         if self.segment_length is None:
-            return {"utt_id": utt, "audio": torch.from_numpy(audio), "mel": torch.from_numpy(mel.T.copy()), "length": len(audio)}
+            item = {"utt_id": utt, "audio": torch.from_numpy(audio), "mel": torch.from_numpy(mel.T.copy()), "length": len(audio)}
+            if f0 is not None:
+                item["f0"] = torch.from_numpy(np.array(f0, dtype=np.float32))
+            return item
         seg_frames = self.segment_length // hop
         frames = mel.shape[0]
         if frames >= seg_frames:
             start = int(self.rng(index).integers(0, frames - seg_frames + 1))
             a = audio[start * hop : (start + seg_frames) * hop]
             m = mel[start : start + seg_frames]
+            f = f0[start : start + seg_frames] if f0 is not None else None
             length = self.segment_length
         else:
             a = np.zeros(self.segment_length, dtype=np.float32)
@@ -162,13 +197,20 @@ class AudioMelDataset(Dataset):
             m = np.empty((seg_frames, mel.shape[1]), dtype=np.float32)
             m[:] = self.pad_value
             m[:frames] = mel
+            f = None
+            if f0 is not None:
+                f = np.zeros(seg_frames, dtype=np.float32)
+                f[:frames] = f0
             length = len(audio)
-        return {
+        item = {
             "utt_id": utt,
             "audio": torch.from_numpy(np.ascontiguousarray(a)),
             "mel": torch.from_numpy(np.ascontiguousarray(m.T)),
             "length": length,
         }
+        if f is not None:
+            item["f0"] = torch.from_numpy(np.array(f, dtype=np.float32))
+        return item
 
     @property
     def collate(self):

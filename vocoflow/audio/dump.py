@@ -7,6 +7,9 @@ Dump directory layout (written by :func:`preprocess`)::
       wav.scp            utt -> DUMP/data/wav.ark:offset     16-bit mono WAV inside the ark
       utt2num_frames     utt frames          (samples = frames * hop_length, always)
       feats_config.yaml  the MelConfig used
+      f0.scp             utt -> DUMP/data/f0.ark:offset      float32 (frames,) F0 in Hz, 0 = unvoiced
+                         (only with a pitch tracker, see :mod:`vocoflow.audio.pitch`)
+      pitch_config.yaml  the PitchConfig used (with f0.scp)
       bad_utts           utt<TAB>reason for each skipped utterance (empty if none)
       data/feats.ark data/wav.ark
       .done              written last: a dump without it is incomplete (interrupted run)
@@ -41,6 +44,7 @@ from .datadir import DataDir, DataDirError, Issue, Utterance, load_utterance
 from .kaldi_io import ArkScpWriter, read_scp
 from .mel import MelConfig, MelSpectrogram, align
 from .io import AudioError, from_int16, to_int16
+from .pitch import PitchConfig, track_f0
 
 __all__ = [
     "DONE",
@@ -60,7 +64,8 @@ log = logging.getLogger(__name__)
 
 DONE = ".done"
 #: The index files of a dump (besides :data:`DONE` and the arks under ``data/``).
-INDEX_FILES = ("feats.scp", "wav.scp", "utt2num_frames", "feats_config.yaml", "bad_utts", "norm_stats.npz")
+INDEX_FILES = ("feats.scp", "wav.scp", "utt2num_frames", "feats_config.yaml", "bad_utts", "norm_stats.npz",
+               "f0.scp", "pitch_config.yaml")
 #: The index files that describe the features, rewritten by normalisation (the others are copied).
 FEATURE_FILES = ("feats.scp", "norm_stats.npz")
 
@@ -116,6 +121,7 @@ class _Job:
     strict: bool = False
     trim_db: float | None = None
     mel: MelSpectrogram | None = None
+    pitch: PitchConfig | None = None
     notes: list | None = None  # log messages of a worker process, passed back to the parent
 
 
@@ -131,11 +137,13 @@ class _ListHandler(logging.Handler):
         self.sink.append((record.levelno, record.getMessage()))
 
 
-def _init_worker(config_dict: dict, strict: bool, trim_db: float | None, capture: bool = False) -> None:
+def _init_worker(config_dict: dict, strict: bool, trim_db: float | None, capture: bool = False,
+                 pitch: dict | None = None) -> None:
     global _JOB
     torch.set_num_threads(1)
     config = MelConfig.from_dict(config_dict)
-    _JOB = _Job(config, strict, trim_db, MelSpectrogram(config).eval())
+    _JOB = _Job(config, strict, trim_db, MelSpectrogram(config).eval(),
+                PitchConfig.from_dict(pitch) if pitch is not None else None)
     if capture:  # a spawned worker: its log records go back with the results
         _JOB.notes = []
         logger = logging.getLogger("vocoflow")
@@ -180,11 +188,15 @@ def _work(utt: Utterance):
     job = _JOB
     try:
         pcm, feats = process_utterance(utt, job.config, job.mel, job.strict, job.trim_db)
-        out = (utt.utt_id, pcm, feats, None)
+        f0 = None
+        if job.pitch is not None:
+            f0 = track_f0(from_int16(pcm), job.config.sample_rate, job.config.hop_length,
+                          feats.shape[0], job.pitch)
+        out = (utt.utt_id, pcm, feats, f0, None)
     except AudioError as e:
-        out = (utt.utt_id, None, None, str(e))
+        out = (utt.utt_id, None, None, None, str(e))
     except Exception as e:  # keep the batch going; report the utterance
-        out = (utt.utt_id, None, None, f"{utt.source}: unexpected {type(e).__name__}: {e}")
+        out = (utt.utt_id, None, None, None, f"{utt.source}: unexpected {type(e).__name__}: {e}")
     notes = None
     if job.notes:
         notes, job.notes[:] = list(job.notes), []
@@ -210,13 +222,13 @@ class PreprocessResult:
 
 
 @contextlib.contextmanager
-def _results(utts, config, n_jobs, strict, trim_db, start_method=None):
+def _results(utts, config, n_jobs, strict, trim_db, start_method=None, pitch=None):
     """Yield an iterator of ``_work`` results in input order (in-process or with a pool)."""
     global _JOB
     if n_jobs <= 1:
         saved, old = torch.get_num_threads(), _JOB
         try:
-            _init_worker(config.to_dict(), strict, trim_db)
+            _init_worker(config.to_dict(), strict, trim_db, pitch=pitch)
             yield (_work(utt) for utt in utts)
         finally:
             _JOB = old
@@ -231,13 +243,13 @@ def _results(utts, config, n_jobs, strict, trim_db, start_method=None):
         )
     ctx = multiprocessing.get_context(start_method)
     chunksize = max(1, min(16, len(utts) // (n_jobs * 8)))
-    with ctx.Pool(n_jobs, initializer=_init_worker, initargs=(config.to_dict(), strict, trim_db, True)) as pool:
+    with ctx.Pool(n_jobs, initializer=_init_worker, initargs=(config.to_dict(), strict, trim_db, True, pitch)) as pool:
         yield pool.imap(_work, utts, chunksize=chunksize)
 
 
-def _write_results(stream, feats_w, wav_w, config, result):
+def _write_results(stream, feats_w, wav_w, config, result, f0_w=None):
     """Write the successful results in order; yield ``(utt_id, frames)`` for each."""
-    for utt_id, pcm, feats, err, notes in stream:
+    for utt_id, pcm, feats, f0, err, notes in stream:
         for level, message in notes or ():
             log.log(level, "%s", message)
         if err is not None:
@@ -246,6 +258,8 @@ def _write_results(stream, feats_w, wav_w, config, result):
             continue
         feats_w.write(utt_id, feats)
         wav_w.write(utt_id, (config.sample_rate, pcm))
+        if f0_w is not None:
+            f0_w.write(utt_id, f0)
         result.n_ok += 1
         result.frames += feats.shape[0]
         yield utt_id, feats.shape[0]
@@ -260,6 +274,7 @@ def preprocess(
     strict: bool = False,
     trim_db: float | None = None,
     progress=None,
+    pitch: PitchConfig | None = None,
 ) -> PreprocessResult:
     """Extract features and aligned audio of a Kaldi data directory into ``dump_dir``.
 
@@ -268,7 +283,9 @@ def preprocess(
     and ``n_ok`` is 0. Structural errors in the data directory (malformed, duplicate or
     unsorted lines, mismatched files) raise :class:`~vocoflow.audio.datadir.DataDirError`;
     missing or unreadable audio only skips the utterances concerned. ``progress`` wraps the
-    result iterator, e.g. ``functools.partial(tqdm.tqdm, desc=...)``.
+    result iterator, e.g. ``functools.partial(tqdm.tqdm, desc=...)``. With ``pitch`` (a
+    :class:`~vocoflow.audio.pitch.PitchConfig`) the F0 of every utterance is tracked on the mel
+    frame grid and written as ``f0.scp`` beside the features.
     """
     t0 = time.perf_counter()
     data_dir, dump_dir = os.fspath(data_dir), os.fspath(dump_dir)
@@ -286,27 +303,38 @@ def preprocess(
     hop = config.hop_length
     feats_w = ArkScpWriter(os.path.join(data, "feats.ark"), os.path.join(dump_dir, "feats.scp"))
     wav_w = ArkScpWriter(os.path.join(data, "wav.ark"), os.path.join(dump_dir, "wav.scp"))
+    f0_w = (ArkScpWriter(os.path.join(data, "f0.ark"), os.path.join(dump_dir, "f0.scp"))
+            if pitch is not None else None)
+    writers = [w for w in (feats_w, wav_w, f0_w) if w is not None]
+    pitch_dict = pitch.to_dict() if pitch is not None else None
     try:
-        with _results(utts, config, n_jobs, strict, trim_db) as stream:  # workers start here,
-            if progress is not None:  # before the progress bar starts its thread
+        with _results(utts, config, n_jobs, strict, trim_db, pitch=pitch_dict) as stream:
+            if progress is not None:  # workers start above, before the progress bar's thread
                 stream = progress(stream, total=len(utts))
-            results = list(_write_results(stream, feats_w, wav_w, config, result))
+            results = list(_write_results(stream, feats_w, wav_w, config, result, f0_w))
         num_frames = [f"{u} {n}\n" for u, n in results]
         bad_text = "".join(f"{u}\t{reason}\n" for u, reason in result.bad)
         atomic_write_text(os.path.join(dump_dir, "bad_utts"), bad_text)
         if result.n_ok == 0:
-            feats_w.abort()
-            wav_w.abort()
+            for w in writers:
+                w.abort()
             result.elapsed = time.perf_counter() - t0
             return result
-        feats_w.commit()
-        wav_w.commit()
+        for w in writers:
+            w.commit()
     except BaseException:
-        feats_w.abort()
-        wav_w.abort()
+        for w in writers:
+            w.abort()
         raise
     atomic_write_text(os.path.join(dump_dir, "utt2num_frames"), "".join(num_frames))
     config.save(os.path.join(dump_dir, "feats_config.yaml"))
+    pitch_path = os.path.join(dump_dir, "pitch_config.yaml")
+    if pitch is not None:
+        import yaml
+
+        atomic_write_text(pitch_path, yaml.safe_dump(pitch.to_dict(), sort_keys=False))
+    elif os.path.exists(pitch_path):
+        os.remove(pitch_path)
     result.audio_seconds = result.frames * hop / config.sample_rate
     result.elapsed = time.perf_counter() - t0
     finish_dump(

@@ -39,6 +39,10 @@ def register(subparsers) -> None:
     p.add_argument("--n-jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--strict", action="store_true", help="refuse audio at another sample rate instead of resampling it")
     p.add_argument("--trim-db", type=float, default=None, help="trim leading/trailing audio quieter than this many dB below the peak (librosa.effects.trim); off by default")
+    p.add_argument("--pitch", choices=("none", "dio", "harvest"), default="none",
+                   help="also track F0 per frame (WORLD DIO+StoneMask or Harvest via pyworld) into DUMP/f0.scp; needed by models with an excitation (default none)")
+    p.add_argument("--f0-floor", type=float, default=60.0, help="lowest F0 the tracker reports, Hz (default 60)")
+    p.add_argument("--f0-ceil", type=float, default=500.0, help="highest F0 the tracker reports, Hz (default 500)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_preprocess)
 
@@ -139,10 +143,18 @@ def cmd_preprocess(args) -> int:
         raise CLIError("--n-jobs must be >= 1")
     if not os.path.isdir(args.data_dir):
         raise CLIError(f"{args.data_dir}: no such data directory")
+    pitch = None
+    if args.pitch != "none":
+        from vocoflow.audio.pitch import PitchConfig
+
+        try:
+            pitch = PitchConfig(args.pitch, args.f0_floor, args.f0_ceil)
+        except ValueError as e:
+            raise CLIError(f"--pitch: {e}") from None
     try:
         result = preprocess(
             args.data_dir, args.dump_dir, config, n_jobs=args.n_jobs, strict=args.strict,
-            trim_db=args.trim_db, progress=_progress(args, "preprocess"),
+            trim_db=args.trim_db, progress=_progress(args, "preprocess"), pitch=pitch,
         )
     except DataDirError as e:
         raise CLIError(f"{args.data_dir}: invalid data directory:\n{e}") from None

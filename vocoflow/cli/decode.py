@@ -57,6 +57,8 @@ def register(subparsers) -> None:
                       help="features are raw log-mels: normalise them with the vocoder's stats (the default for a normalize: true vocoder)")
     norm.add_argument("--no-normalize", action="store_true",
                       help="features are already in the vocoder's input space: use them as they are")
+    p.add_argument("--f0-scp", default=None,
+                   help="vocoders with an excitation: Kaldi scp of F0 vectors (Hz per frame, 0 = unvoiced; e.g. a dump's f0.scp or a TTS front end's) instead of the vocoder's own F0 prediction")
     p.add_argument("--batch-size", type=int, default=1, help="utterances synthesised together (default 1)")
     p.add_argument("--sigma", type=float, default=None, help="latent standard deviation (default: the vocoder's, e.g. 0.6)")
     p.add_argument("--denoise", type=float, default=None, help="bias denoiser strength (default: the vocoder's, e.g. 0)")
@@ -160,6 +162,27 @@ def cmd_decode(args) -> int:
     sources, fds = _sources(args, voc)
     if not sources:
         raise CLIError("no utterances found in the input")
+    f0_entries = None
+    if args.f0_scp:
+        from vocoflow.audio.kaldi_io import read_scp, resolve_entry
+
+        if not voc.uses_excitation:
+            raise CLIError(f"--f0-scp: {args.model} takes no F0 (it has no excitation)")
+        try:
+            f0_entries = read_scp(args.f0_scp)
+        except (OSError, ValueError) as e:
+            raise CLIError(f"--f0-scp: {e}") from None
+
+    def load_f0(u, frames):
+        import kaldiio
+        import numpy as np
+
+        if u not in f0_entries:
+            raise ValueError(f"{args.f0_scp}: no F0 for utterance {u}")
+        f0 = np.asarray(kaldiio.load_mat(resolve_entry(f0_entries[u], args.f0_scp)), np.float32).reshape(-1)
+        if len(f0) != frames:
+            raise ValueError(f"{args.f0_scp}: utterance {u}: {len(f0)} F0 values for {frames} mel frames")
+        return f0
     os.makedirs(args.out_dir, exist_ok=True)
     failures: list[tuple[str, str]] = []
     written = 0
@@ -176,13 +199,25 @@ def cmd_decode(args) -> int:
         nonlocal written
         if not pending:
             return
+        f0s = None
+        if f0_entries is not None:
+            keep, f0s = [], []
+            for u, m in pending:
+                try:
+                    f0s.append(load_f0(u, m.shape[-1]))
+                    keep.append((u, m))
+                except (OSError, ValueError) as e:
+                    failures.append((u, f"bad F0: {e}"))
+            pending[:] = keep
+            if not pending:
+                return
         ids = [u for u, _ in pending]
         mels = [m for _, m in pending]
         noises = [noise_for(u, args.seed, (m.shape[-1] * voc.hop_length,)) for u, m in pending]
         try:
             wavs = voc.synthesize_batch(mels, sigma=args.sigma, denoise=args.denoise,
                                         chunk_frames=args.chunk_frames or None, bf16=args.bf16,
-                                        noises=noises, prepared=True)
+                                        noises=noises, prepared=True, f0s=f0s)
         except (RuntimeError, ValueError) as e:  # e.g. out of memory: report the batch
             failures.extend((u, f"synthesis failed: {e}") for u in ids)
             wavs = None

@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from vocoflow.audio import AudioMelDataset, MelConfig
-from vocoflow.flows import Normal
 from vocoflow.vocoders import VOCODER_MODELS, features_from_config
 
 __all__ = ["VocoderTask", "build_vocoder_model", "ConfigError"]
@@ -41,6 +40,15 @@ class VocoderTask:
     one 16-bit step, default true), ``dev_utterances`` (how many dev utterances to score),
     ``dev_max_seconds`` (crop long dev utterances), ``media_utterances`` (TensorBoard audio),
     ``short`` (``pad`` or ``skip`` utterances shorter than a segment).
+
+    Source-filter training (models with an excitation need a dump with ``f0.scp``, see
+    ``vocoflow preprocess --pitch``): the excitation is made from the tracked F0 and the model's
+    pitch predictor is fitted to it with weight ``pitch_weight`` (default 1). A spectral loss
+    on samples drawn through the inverse pass at temperature ``spectral_sigma`` (default 0.6)
+    is added with ``spectral_weight`` (MR-STFT, 0 = off, the default) and ``mel_loss_weight``
+    (log-mel L1, default: equal to ``spectral_weight``), every ``spectral_every`` steps
+    (default 1). The NLL is always computed, logged and kept in the loss (``nll_weight``,
+    default 1).
     """
 
     def __init__(self, config: dict, train_dump: str | os.PathLike,
@@ -68,6 +76,31 @@ class VocoderTask:
         self.dev_utterances = int(tr.get("dev_utterances", 8))
         self.dev_max_seconds = float(tr.get("dev_max_seconds", 4.0))
         self.media_utterances = int(tr.get("media_utterances", 2))
+        self.spectral_weight = float(tr.get("spectral_weight", 0.0))
+        self.mel_loss_weight = float(tr.get("mel_loss_weight", self.spectral_weight))
+        self.spectral_sigma = float(tr.get("spectral_sigma", 0.6))
+        self.spectral_every = int(tr.get("spectral_every", 1))
+        self.pitch_weight = float(tr.get("pitch_weight", 1.0))
+        self.nll_weight = float(tr.get("nll_weight", 1.0))
+        if self.spectral_every < 1:
+            raise ConfigError(f"train.spectral_every must be >= 1, got {self.spectral_every}")
+        self._spectral = None
+        if self.spectral_weight > 0:
+            from .losses import stft_resolutions
+
+            longest = max(n for n, _, _ in stft_resolutions(self.features.sample_rate))
+            if self.segment_length <= longest // 2:
+                raise ConfigError(f"train.segment_length {self.segment_length} is too short for the "
+                                  f"spectral loss (its largest STFT has {longest} points; need "
+                                  f"more than {longest // 2} samples)")
+        self.uses_f0 = bool(int((config.get("model") or {}).get("excitation_harmonics", 0) or 0))
+        if self.uses_f0:
+            for dump in (self.train_dump, self.dev_dump):
+                if dump is not None and not (dump / "f0.scp").is_file():
+                    raise ConfigError(
+                        f"{dump}: no f0.scp, but the model is conditioned on an excitation "
+                        "(model.excitation_harmonics > 0): preprocess with --pitch dio "
+                        "(the recipes' stage 1 does) or set excitation_harmonics: 0")
         self._train = None
         self._dev = None
         stats = self.train_dump / "norm_stats.npz"
@@ -76,7 +109,23 @@ class VocoderTask:
     # -- trainer protocol ------------------------------------------------------------------
     def build_model(self):
         torch.manual_seed(self.seed)
-        return build_vocoder_model(self.config, self.features)
+        model = build_vocoder_model(self.config, self.features)
+        if getattr(model, "pitch", None) is not None:
+            mean, std, n = self.lf0_statistics()
+            model.pitch.set_statistics(mean, std)
+            log.info("log-F0 statistics of %s: mean %.3f (%.1f Hz), std %.3f over %d voiced frames",
+                     self.train_dump, mean, float(torch.tensor(mean).exp()), std, n)
+        return model
+
+    def lf0_statistics(self):
+        """``(mean, std, n)`` of log-F0 over the voiced frames of the training dump."""
+        from vocoflow.audio.pitch import lf0_statistics
+
+        ds = self.train_dataset()
+        frames = ds.num_frames
+        tracks = (ds.load_f0(u, frames[u]) if u in frames else
+                  ds.load_f0(u, ds.load(u)[1].shape[0]) for u in ds.utt_ids)
+        return lf0_statistics(tracks)
 
     def train_dataset(self):
         if self._train is None:
@@ -91,6 +140,8 @@ class VocoderTask:
     def collate(items):
         audio = torch.stack([torch.as_tensor(it["audio"]) for it in items])
         mel = torch.stack([torch.as_tensor(it["mel"]) for it in items])
+        if all("f0" in it for it in items):
+            return audio, mel, torch.stack([torch.as_tensor(it["f0"]) for it in items])
         return audio, mel
 
     def _noise(self, audio, indices, step):
@@ -102,20 +153,55 @@ class VocoderTask:
             for i in indices]).to(audio)
         return audio + (noise - 0.5) / 32768.0
 
-    def nll_terms(self, model, audio, mel):
-        z, logdet = model(audio, mel)
-        return -(Normal(self.sigma).log_prob(z.float()) + logdet.float()) / audio.shape[-1]
+    def _f0_kwargs(self, f0):
+        return {"f0": f0} if self.uses_f0 else {}
+
+    def nll_terms(self, model, audio, mel, f0=None):
+        out = model(audio, mel, sigma=self.sigma, **self._f0_kwargs(f0))
+        return -out["log_prob"] / audio.shape[-1]
+
+    def spectral_loss(self):
+        if self._spectral is None:
+            from .spectral_loss import SampleSpectralLoss
+
+            self._spectral = SampleSpectralLoss(self.features, stft_weight=1.0,
+                                                mel_weight=self.mel_loss_weight / self.spectral_weight
+                                                if self.spectral_weight else 0.0)
+        return self._spectral
 
     def loss(self, model, batch, indices, step):
-        audio, mel = batch
-        nll = self.nll_terms(model, self._noise(audio, indices, step), mel).mean()
-        return nll, {"nll": nll.item()}
+        audio, mel, f0 = (*batch, None) if len(batch) == 2 else batch
+        if self.uses_f0 and f0 is None:
+            raise ConfigError("the model needs F0 but the batch has none (dump without f0.scp)")
+        spectral = self.spectral_weight > 0 and step % self.spectral_every == 0
+        pitch = self.uses_f0 and self.pitch_weight > 0
+        noise = None
+        if spectral:  # latent noise of the sample, a function of (seed, step, item)
+            g = getattr(model, "module", model).config.n_group
+            noise = torch.stack([
+                torch.randn(g, audio.shape[-1] // g, generator=torch.Generator().manual_seed(
+                    (self.seed * 7919 + step) * 10_009 + int(i)))
+                for i in indices]).to(audio)
+        out = model(self._noise(audio, indices, step), mel, sigma=self.sigma,
+                    sample_sigma=self.spectral_sigma if spectral else None, noise=noise,
+                    pitch_loss=pitch, **self._f0_kwargs(f0))
+        nll = (-out["log_prob"] / audio.shape[-1]).mean()
+        total = self.nll_weight * nll
+        logs = {"nll": nll.item()}
+        if spectral:
+            sl, parts = self.spectral_loss().to(audio.device)(out["sample"], audio)
+            total = total + self.spectral_weight * sl
+            logs.update({"spec": float(sl.detach()), **parts})
+        if pitch:
+            total = total + self.pitch_weight * out["pitch_loss"]
+            logs.update(out["pitch_stats"])
+        return total, logs
 
     def data_init(self, model, batch, indices):
-        audio, mel = batch
+        audio, mel, f0 = (*batch, None) if len(batch) == 2 else batch
         model.train()
         with torch.no_grad():
-            model(audio, mel)
+            model(audio, mel, **self._f0_kwargs(f0))
 
     def _dev_items(self):
         if self._dev is None:
@@ -130,8 +216,9 @@ class VocoderTask:
                 for i in range(n):
                     it = ds[i]
                     frames = min(it["mel"].shape[-1], max_frames)
+                    f0 = torch.as_tensor(it["f0"][:frames]) if "f0" in it else None
                     items.append((it["utt_id"], torch.as_tensor(it["audio"][: frames * hop]),
-                                  torch.as_tensor(it["mel"][:, :frames])))
+                                  torch.as_tensor(it["mel"][:, :frames]), f0))
                 self._dev = items
         return self._dev
 
@@ -140,11 +227,23 @@ class VocoderTask:
         if not items:
             return {}
         total, samples = 0.0, 0
-        for _, audio, mel in items:
-            nll = self.nll_terms(model, audio[None], mel[None])
+        vuv_err, f0_err, voiced, frames = 0.0, 0.0, 0, 0
+        for _, audio, mel, f0 in items:
+            nll = self.nll_terms(model, audio[None], mel[None], None if f0 is None else f0[None])
             total += float(nll.sum()) * audio.shape[-1]
             samples += audio.shape[-1]
-        return {"nll": total / samples}
+            if self.uses_f0 and f0 is not None:  # the pitch predictor against the tracker
+                pred = model.predict_f0(mel[None])[0]
+                vuv_err += float(((pred > 0) != (f0 > 0)).sum())
+                both = (pred > 0) & (f0 > 0)
+                f0_err += float(((pred[both] - f0[both]) ** 2).sum())
+                voiced += int(both.sum())
+                frames += f0.numel()
+        out = {"nll": total / samples}
+        if frames:
+            out["pitch_vuv_err"] = vuv_err / frames
+            out["pitch_f0_rmse_hz"] = (f0_err / max(voiced, 1)) ** 0.5
+        return out
 
     def log_media(self, model, writer, step):
         import matplotlib
@@ -153,7 +252,7 @@ class VocoderTask:
         import matplotlib.pyplot as plt
 
         sr = self.features.sample_rate
-        for utt, audio, mel in self._dev_items()[: self.media_utterances]:
+        for utt, audio, mel, _ in self._dev_items()[: self.media_utterances]:
             wav = model.infer(mel[None], sigma=0.6,
                               generator=torch.Generator().manual_seed(0))[0].clamp(-1, 1)
             writer.add_audio(f"dev/{utt}/generated", wav[None], step, sample_rate=sr)

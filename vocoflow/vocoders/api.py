@@ -229,7 +229,8 @@ class Vocoder:
     def synthesize(self, mel, sigma: float | None = None, denoise: float | None = None,
                    chunk_frames: int | None = None, generator: torch.Generator | None = None,
                    bf16: bool = False, normalized: bool = False, noise: torch.Tensor | None = None,
-                   context_frames: int | None = None, check: bool = True) -> torch.Tensor:
+                   context_frames: int | None = None, check: bool = True,
+                   f0=None) -> torch.Tensor:
         """Waveform(s) for a mel ``(n_mels, frames)`` -> ``(frames * hop,)`` or a batch
         ``(B, n_mels, frames)`` -> ``(B, frames * hop)`` (float32, on :attr:`device`).
 
@@ -247,6 +248,9 @@ class Vocoder:
             noise: unit-variance noise ``(B, frames * hop)`` instead of drawing it.
             check: check the normalisation of the input (see
                 :func:`~vocoflow.vocoders.synthesis.looks_normalized`).
+            f0: for vocoders with an excitation, F0 in Hz per frame (``(frames,)`` or
+                ``(B, frames)``, ``0`` = unvoiced), e.g. from a TTS front end; by default the
+                vocoder's own pitch predictor estimates it from the mel.
         """
         single = (mel.dim() if isinstance(mel, torch.Tensor) else np.ndim(mel)) == 2
         x = self.prepare(mel, normalized, check)
@@ -258,7 +262,8 @@ class Vocoder:
                 noise = noise[None]
             if tuple(noise.shape) != (batch, n):
                 raise VocoderError(f"noise must have shape {(batch, n)}, got {tuple(noise.shape)}")
-        wav = self._run(x, sigma, chunk_frames, generator, bf16, noise, context_frames)
+        wav = self._run(x, sigma, chunk_frames, generator, bf16, noise, context_frames,
+                        f0=self._check_f0(f0, batch, frames))
         if denoise is None:
             denoise = float(self.synthesis_defaults.get("denoise", 0.0))
         if denoise > 0:
@@ -269,7 +274,40 @@ class Vocoder:
 
     __call__ = synthesize
 
-    def _run(self, x, sigma, chunk_frames, generator, bf16, noise, context_frames=None):
+    @property
+    def uses_excitation(self) -> bool:
+        """Whether the vocoder is conditioned on an F0-driven excitation."""
+        return bool(getattr(self.model, "uses_excitation", False))
+
+    def predict_f0(self, mel, normalized: bool = False, check: bool = True) -> torch.Tensor:
+        """The vocoder's own F0 estimate (Hz per frame, 0 = unvoiced) for a mel."""
+        if not self.uses_excitation:
+            raise VocoderError(f"{self._where()}: this vocoder has no pitch predictor")
+        single = (mel.dim() if isinstance(mel, torch.Tensor) else np.ndim(mel)) == 2
+        x = self.prepare(mel, normalized, check).to(self.device, self.dtype)
+        with _inference(self.model):
+            f0 = self.model.predict_f0(x).float()
+        f0 = f0.clone() if f0.is_inference() else f0
+        return f0[0] if single else f0
+
+    def _check_f0(self, f0, batch: int, frames: int):
+        if f0 is None:
+            return None
+        if not self.uses_excitation:
+            raise VocoderError(f"{self._where()}: f0 given, but this vocoder takes no F0 "
+                               "(no excitation)")
+        f0 = torch.as_tensor(np.asarray(f0, dtype=np.float32) if not isinstance(f0, torch.Tensor)
+                             else f0, dtype=torch.float32)
+        if f0.dim() == 1:
+            f0 = f0[None]
+        if tuple(f0.shape) != (batch, frames):
+            raise VocoderError(f"f0 must have one value per mel frame, shape {(batch, frames)}, "
+                               f"got {tuple(f0.shape)}")
+        if not torch.isfinite(f0).all() or (f0 < 0).any():
+            raise VocoderError("f0 must be finite and >= 0 Hz (0 = unvoiced)")
+        return f0
+
+    def _run(self, x, sigma, chunk_frames, generator, bf16, noise, context_frames=None, f0=None):
         """Model-space mel ``(B, n_mels, F)`` (CPU float32) -> ``(B, F * hop)`` float32."""
         sigma = float(self.synthesis_defaults["sigma"] if sigma is None else sigma)
         batch, _, frames = x.shape
@@ -278,11 +316,14 @@ class Vocoder:
         x = x.to(self.device, self.dtype)
         noise = noise.to(self.device, self.dtype)
         model = self._model(bf16)
+        kw = {}
+        if f0 is not None:
+            kw["f0"] = f0.to(self.device, self.dtype)
         with _inference(model):
             if chunk_frames and chunk_frames < frames:
-                wav = chunked_infer(model, x, sigma, noise, int(chunk_frames), context_frames)
+                wav = chunked_infer(model, x, sigma, noise, int(chunk_frames), context_frames, **kw)
             else:
-                wav = model.infer(x, sigma=sigma, noise=noise)
+                wav = model.infer(x, sigma=sigma, noise=noise, **kw)
             wav = wav.float()
         return wav.clone() if wav.is_inference() else wav
 
@@ -297,13 +338,14 @@ class Vocoder:
                          chunk_frames: int | None = None, bf16: bool = False,
                          normalized: bool = False, noises: list | None = None,
                          generator: torch.Generator | None = None, check: bool = True,
-                         prepared: bool = False) -> list[torch.Tensor]:
+                         prepared: bool = False, f0s: list | None = None) -> list[torch.Tensor]:
         """Synthesise mels ``(n_mels, frames_i)`` of different lengths in one batch.
 
         Shorter mels are padded with silent frames and their outputs cut to ``frames_i * hop``
         samples (so an utterance's last samples can differ slightly from synthesising it
         alone). ``noises`` gives each utterance's unit noise ``(frames_i * hop,)``.
         ``prepared=True`` takes mels already in the model space (see :meth:`prepare`).
+        ``f0s`` (vocoders with an excitation): each utterance's F0 ``(frames_i,)`` in Hz.
         """
         if not mels:
             return []
@@ -322,7 +364,14 @@ class Vocoder:
                 if z.numel() != m.shape[-1] * hop:
                     raise VocoderError(f"noise {i} has {z.numel()} values, expected {m.shape[-1] * hop}")
                 noise[i, : z.numel()] = z
-        wav = self._run(batch, sigma, chunk_frames, generator, bf16, noise)
+        f0 = None
+        if f0s is not None:
+            if len(f0s) != len(xs):
+                raise VocoderError(f"{len(f0s)} F0 tracks for {len(xs)} mels")
+            f0 = torch.zeros(len(xs), longest)
+            for i, (m, f) in enumerate(zip(xs, f0s)):
+                f0[i, : m.shape[-1]] = self._check_f0(f, 1, m.shape[-1])[0]
+        wav = self._run(batch, sigma, chunk_frames, generator, bf16, noise, f0=f0)
         outs = [wav[i, : m.shape[-1] * hop] for i, m in enumerate(xs)]
         if denoise is None:
             denoise = float(self.synthesis_defaults.get("denoise", 0.0))

@@ -39,15 +39,16 @@ def config_from_dict(cls, data: dict, type_name: str, features=None):
     kind = data.pop("type", type_name)
     if kind != type_name:
         raise ValueError(f"model type {kind!r} is not {type_name!r}")
+    known = {fl.name for fl in dataclasses.fields(cls)}
     if features is not None:
         f = features if isinstance(features, dict) else features.to_dict()
-        for key in ("n_mels", "hop_length"):
-            if key in f:
-                if key in data and data[key] is not None and int(data[key]) != int(f[key]):
+        # sample_rate only for configs that have the field (models with an excitation)
+        for key in ("n_mels", "hop_length", "sample_rate"):
+            if key in f and (key != "sample_rate" or key in known):
+                if key != "sample_rate" and key in data and data[key] is not None and int(data[key]) != int(f[key]):
                     raise ValueError(f"model {key}={data[key]} disagrees with the features' "
                                      f"{key}={f[key]}")
                 data[key] = f[key]
-    known = {fl.name for fl in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")

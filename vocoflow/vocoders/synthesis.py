@@ -28,7 +28,7 @@ def snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> float:
 
 
 def chunked_infer(model, mel: torch.Tensor, sigma: float, noise: torch.Tensor,
-                  chunk_frames: int, context_frames: int | None = None) -> torch.Tensor:
+                  chunk_frames: int, context_frames: int | None = None, f0=None) -> torch.Tensor:
     """``model.infer`` over chunks of ``chunk_frames`` frames with bounded memory.
 
     Each chunk is synthesised with ``context_frames`` extra frames of mel *and of the same
@@ -37,6 +37,9 @@ def chunked_infer(model, mel: torch.Tensor, sigma: float, noise: torch.Tensor,
     field (``model.context_frames``, the default). ``noise`` is the unit-variance noise of the
     whole utterance in sample layout ``(B, frames * hop)``, drawn once by the caller.
     Peak memory is that of synthesising ``chunk_frames + 2 * context_frames`` frames.
+    A model with an excitation (``model.make_excitation``) gets it computed once for the whole
+    utterance, from ``f0`` or the F0 predicted from the whole mel, and sliced per chunk: the
+    harmonics' phase runs on across chunk boundaries exactly as without chunks.
     """
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
@@ -45,11 +48,15 @@ def chunked_infer(model, mel: torch.Tensor, sigma: float, noise: torch.Tensor,
     batch, _, frames = mel.shape
     if noise.shape != (batch, frames * hop):
         raise ValueError(f"noise must be {(batch, frames * hop)} (sample layout), got {tuple(noise.shape)}")
+    exc = None
+    if getattr(model, "uses_excitation", False):
+        exc = model.make_excitation(mel, f0)
     out = None
     for start in range(0, frames, chunk_frames):
         end = min(frames, start + chunk_frames)
         a, b = max(0, start - ctx), min(frames, end + ctx)
-        y = model.infer(mel[..., a:b], sigma=sigma, noise=noise[:, a * hop: b * hop])
+        kw = {} if exc is None else {"excitation": exc[..., a * hop: b * hop]}
+        y = model.infer(mel[..., a:b], sigma=sigma, noise=noise[:, a * hop: b * hop], **kw)
         if out is None:
             out = y.new_empty(batch, frames * hop)
         out[:, start * hop: end * hop] = y[:, (start - a) * hop: (end - a) * hop]

@@ -25,8 +25,10 @@ from torch import nn
 
 from vocoflow.flows import (
     AdditiveCoupling, AffineCoupling, Invertible1x1Conv, MixLogisticCoupling, Normal,
-    ResidualBlock, Sequential, Split, Squeeze,
+    ResidualBlock, Sequential, Split, Squeeze, gaussian_log_prob,
 )
+from vocoflow.nets.excitation import HarmonicExcitation
+from vocoflow.nets.pitch import PitchPredictor
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
@@ -49,6 +51,22 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
     ``residual_*`` fields; ``residual_logdet``: ``exact``, ``series`` or ``unbiased``).
     ``lu`` selects the LU-parametrised invertible 1x1 convolution. ``upsample`` is
     ``transpose`` (learned, kernel ``upsample_kernel``, default ``4 * hop``) or ``repeat``.
+
+    Source-filter options (all off by default, i.e. NVIDIA's model):
+
+    * ``excitation_harmonics`` > 0: every coupling's conditioner also gets a harmonic excitation
+      (:class:`~vocoflow.nets.excitation.HarmonicExcitation`: that many harmonics of F0 with
+      cumulative phase, plus the voicing flag) at the sample rate, squeezed like the audio; the
+      model then carries a :class:`~vocoflow.nets.pitch.PitchPredictor` (``pitch_channels``,
+      ``pitch_layers``) so that synthesis from a mel alone predicts F0. ``sample_rate`` (from the
+      features) sets the harmonics' frequencies.
+    * ``prior: mel``: a data-dependent base distribution ``N(0, (sigma * s_t)^2)`` whose
+      per-frame scale ``log s_t`` is a learned linear function of that frame's mel (zero at
+      initialisation, soft-clamped to ``+-prior_clamp``), in the spirit of PriorGrad
+      (Lee et al., 2022); its log-density is exact, so NLL stays exact.
+    * ``cond_proj`` > 0: one 1x1 convolution shared by all couplings first maps the squeezed
+      conditioning (``(n_mels + excitation) * n_group`` channels) to ``cond_proj`` channels, so
+      each coupling's per-layer conditioning GEMM is that much smaller.
 
     >>> cfg = WaveGlowConfig(n_flows=4, n_early_every=2)
     >>> WaveGlowConfig.from_dict(cfg.to_dict()) == cfg
@@ -77,15 +95,23 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
     residual_coeff: float = 0.97
     upsample: str = "transpose"
     upsample_kernel: int | None = None
+    sample_rate: int = 22050
+    excitation_harmonics: int = 0
+    pitch_channels: int = 128
+    pitch_layers: int = 4
+    prior: str = "none"
+    prior_clamp: float = 3.0
+    cond_proj: int = 0
 
     def __post_init__(self):
         for name in ("n_mels", "hop_length", "n_group", "n_flows", "wn_layers", "wn_channels",
-                     "wn_kernel_size", "mix_components", "residual_hidden", "residual_layers"):
+                     "wn_kernel_size", "mix_components", "residual_hidden", "residual_layers",
+                     "sample_rate", "pitch_channels", "pitch_layers"):
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or int(v) < 1:
                 raise ValueError(f"WaveGlowConfig.{name} must be a positive integer, got {v!r}")
             setattr(self, name, int(v))
-        for name in ("n_early_every", "n_early_size"):
+        for name in ("n_early_every", "n_early_size", "excitation_harmonics", "cond_proj"):
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or int(v) < 0:
                 raise ValueError(f"WaveGlowConfig.{name} must be a non-negative integer, got {v!r}")
@@ -93,6 +119,9 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
         self.lu = bool(self.lu)
         self.affine_clamp = float(self.affine_clamp)
         self.residual_coeff = float(self.residual_coeff)
+        self.prior_clamp = float(self.prior_clamp)
+        if self.prior not in ("none", "mel"):
+            raise ValueError(f"prior must be 'none' or 'mel', got {self.prior!r}")
         if self.upsample_kernel is not None:
             self.upsample_kernel = int(self.upsample_kernel)
         if self.coupling not in COUPLINGS:
@@ -129,8 +158,18 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
                 for k in range(self.n_flows)]
 
     @property
+    def excitation_channels(self) -> int:
+        return self.excitation_harmonics + 1 if self.excitation_harmonics else 0
+
+    @property
+    def squeezed_cond_channels(self) -> int:
+        """Channels of the squeezed mel (+ excitation) before the optional projection."""
+        return (self.n_mels + self.excitation_channels) * self.n_group
+
+    @property
     def cond_channels(self) -> int:
-        return self.n_mels * self.n_group
+        """Conditioning channels every coupling sees."""
+        return self.cond_proj or self.squeezed_cond_channels
 
     # -- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -171,6 +210,17 @@ class WaveGlow(MelModelMixin, nn.Module):
         super().__init__()
         self.config = cfg = resolve_config(WaveGlowConfig, config, overrides)
         self.upsample = MelUpsampler(cfg.n_mels, cfg.hop_length, cfg.upsample, cfg.upsample_kernel)
+        self.excitation = self.pitch = self.cond_proj = self.prior_net = None
+        if cfg.excitation_harmonics:
+            self.excitation = HarmonicExcitation(cfg.sample_rate, cfg.hop_length,
+                                                 cfg.excitation_harmonics)
+            self.pitch = PitchPredictor(cfg.n_mels, cfg.pitch_channels, cfg.pitch_layers)
+        if cfg.cond_proj:
+            self.cond_proj = nn.Conv1d(cfg.squeezed_cond_channels, cfg.cond_proj, 1)
+        if cfg.prior == "mel":
+            self.prior_net = nn.Conv1d(cfg.n_mels, 1, 1)
+            nn.init.zeros_(self.prior_net.weight)
+            nn.init.zeros_(self.prior_net.bias)
         self.bijector = self._build()
 
     # -- construction -------------------------------------------------------------------------
@@ -247,7 +297,13 @@ class WaveGlow(MelModelMixin, nn.Module):
             n, k, L = cfg.wn_channels, cfg.wn_kernel_size, cfg.wn_layers
             per_step += (fixed * n + L * k * n * 2 * n + (L - 1) * n * 2 * n + n * n
                          + cfg.cond_channels * 2 * n * L + n * n_out)
-        return per_step / cfg.n_group + self.upsample.macs_per_sample()
+        extra = 0.0
+        if self.cond_proj is not None:
+            extra += cfg.squeezed_cond_channels * cfg.cond_proj / cfg.n_group
+        if self.pitch is not None:  # once per frame
+            k, c = self.pitch.kernel_size, cfg.pitch_channels
+            extra += (cfg.n_mels * c * k + (cfg.pitch_layers - 1) * c * c * k + 2 * c) / cfg.hop_length
+        return per_step / cfg.n_group + self.upsample.macs_per_sample() + extra
 
     @property
     def context_frames(self) -> int:
@@ -279,42 +335,147 @@ class WaveGlow(MelModelMixin, nn.Module):
             raise ValueError(f"audio must be (B, T) or (B, 1, T), got {tuple(audio.shape)}")
         return audio[:, None]
 
-    def condition(self, mel: torch.Tensor) -> torch.Tensor:
-        """``(B, n_mels, frames) -> (B, n_mels * n_group, frames * hop / n_group)``."""
-        return Squeeze(self.config.n_group)(super().condition(mel))[0]
+    @property
+    def uses_excitation(self) -> bool:
+        return self.excitation is not None
+
+    def predict_f0(self, mel: torch.Tensor) -> torch.Tensor:
+        """F0 in Hz ``(B, frames)`` (``0`` = unvoiced) predicted from the mel by the model's
+        :class:`~vocoflow.nets.pitch.PitchPredictor` (only models with an excitation)."""
+        if self.pitch is None:
+            raise ValueError("this WaveGlow has no excitation, hence no pitch predictor")
+        if mel.dim() == 2:
+            mel = mel[None]
+        return self.pitch.predict_f0(mel)
+
+    def make_excitation(self, mel: torch.Tensor, f0: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The sample-rate excitation ``(B, C, frames * hop)`` for ``mel`` from ``f0``
+        ``(B, frames)`` in Hz, or from the predicted F0 when ``f0`` is None; ``None`` for a
+        model without excitation (then ``f0`` must be None or is ignored)."""
+        if self.excitation is None:
+            return None
+        if f0 is None:
+            f0 = self.predict_f0(mel)
+        f0 = torch.as_tensor(f0, device=mel.device)
+        if f0.dim() == 1:
+            f0 = f0[None]
+        if f0.dim() != 2 or f0.shape[0] != mel.shape[0] or f0.shape[1] != mel.shape[-1]:
+            raise ValueError(f"f0 must be (B, frames) = {(mel.shape[0], mel.shape[-1])} to match "
+                             f"the mel, got {tuple(f0.shape)}")
+        return self.excitation(f0.to(mel.dtype if mel.dtype.is_floating_point else torch.float32))
+
+    def condition(self, mel: torch.Tensor, excitation: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, n_mels, frames) -> (B, cond_channels, frames * hop / n_group)``: the mel
+        upsampled to the sample rate, with the excitation stacked on it (models with one),
+        squeezed like the audio and, with ``cond_proj``, projected."""
+        up = super().condition(mel)
+        if self.excitation is not None:
+            if excitation is None:
+                raise ValueError("this WaveGlow is conditioned on an excitation: give f0 or excitation")
+            want = (up.shape[0], self.config.excitation_channels, up.shape[-1])
+            if tuple(excitation.shape) != want:
+                raise ValueError(f"excitation must be {want}, got {tuple(excitation.shape)}")
+            up = torch.cat([up, excitation.to(device=up.device, dtype=up.dtype)], dim=1)
+        c = Squeeze(self.config.n_group)(up)[0]
+        if self.cond_proj is not None:
+            c = self.cond_proj(c)
+        return c
 
     def latent_shape(self, batch: int, frames: int) -> tuple[int, int, int]:
         g = self.config.n_group
         return (batch, g, frames * self.config.hop_length // g)
 
-    def forward(self, audio: torch.Tensor, mel: torch.Tensor):
-        """``(z, logdet)``: audio ``(B, T)`` to the latent ``(B, n_group, T / n_group)``."""
-        x = self._audio(audio)
+    def prior_log_scale(self, mel: torch.Tensor) -> torch.Tensor | None:
+        """``log s`` of the data-dependent prior per latent column, ``(B, 1, frames * hop /
+        n_group)`` (``None`` without ``prior: mel``)."""
+        if self.prior_net is None:
+            return None
+        c = self.config.prior_clamp
+        ls = c * torch.tanh(self.prior_net(mel) / c)
+        return ls.repeat_interleave(self.config.hop_length // self.config.n_group, dim=2)
+
+    def base_log_prob(self, z: torch.Tensor, mel: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+        """``log p(z | mel)`` of the base distribution, ``(B,)``: ``N(0, sigma^2)``, or with
+        ``prior: mel`` ``N(0, (sigma * s_t)^2)``."""
+        ls = self.prior_log_scale(mel)
+        if ls is None:
+            return Normal(sigma).log_prob(z)
+        lp = gaussian_log_prob(z, log_scale=ls.to(z.dtype) + math.log(sigma))
+        return lp.flatten(1).sum(dim=1)
+
+    def _check(self, x, mel):
         frames = mel.shape[-1]
         if x.shape[-1] != frames * self.config.hop_length:
             raise ValueError(f"audio of {x.shape[-1]} samples does not match {frames} mel frames "
                              f"x hop {self.config.hop_length} = {frames * self.config.hop_length}")
         if x.shape[0] != mel.shape[0]:
             raise ValueError(f"audio batch {x.shape[0]} != mel batch {mel.shape[0]}")
-        return self.bijector(x.to(mel.dtype) if x.dtype != mel.dtype else x, self.condition(mel))
 
-    def log_prob(self, audio: torch.Tensor, mel: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-        """``log p(audio | mel)`` in nats per utterance, ``(B,)``, with latent ``N(0, sigma^2)``."""
-        z, logdet = self(audio, mel)
-        return Normal(sigma).log_prob(z) + logdet
+    def forward(self, audio: torch.Tensor, mel: torch.Tensor, f0: torch.Tensor | None = None,
+                excitation: torch.Tensor | None = None, sample_sigma: float | None = None,
+                noise: torch.Tensor | None = None, pitch_loss: bool = False,
+                sigma: float | None = None):
+        """``(z, logdet)``: audio ``(B, T)`` to the latent ``(B, n_group, T / n_group)``.
 
-    def nll(self, audio: torch.Tensor, mel: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+        Models with an excitation take ``f0`` ``(B, frames)`` in Hz (or a ready ``excitation``);
+        without either, the predicted F0 is used. For training, ``sample_sigma`` (a temperature)
+        also draws a sample through the inverse pass from the same conditioning (``noise``:
+        optional unit-variance latent noise) and ``pitch_loss`` also scores the pitch predictor
+        against ``f0``, and ``sigma`` also gives ``log_prob`` (``(B,)``, the base density at
+        that sigma plus ``logdet``); the call then returns a dict with ``z``, ``logdet`` and, as
+        asked, ``sample`` (``(B, T)``), ``pitch_loss``/``pitch_stats`` and ``log_prob`` (one
+        ``forward`` for all, so that it works under DistributedDataParallel).
+        """
+        x = self._audio(audio)
+        self._check(x, mel)
+        if excitation is None and self.excitation is not None:
+            excitation = self.make_excitation(mel, f0)
+        cond = self.condition(mel, excitation)
+        z, logdet = self.bijector(x.to(mel.dtype) if x.dtype != mel.dtype else x, cond)
+        if sample_sigma is None and not pitch_loss and sigma is None:
+            return z, logdet
+        out = {"z": z, "logdet": logdet}
+        if sigma is not None:
+            out["log_prob"] = self.base_log_prob(z.float(), mel, sigma) + logdet.float()
+        if sample_sigma is not None:
+            eps = torch.randn_like(z) if noise is None else noise.to(z)
+            out["sample"] = self._from_latent(eps * sample_sigma, mel, cond)
+        if pitch_loss:
+            if self.pitch is None or f0 is None:
+                raise ValueError("pitch_loss needs a model with an excitation and the tracked f0")
+            out["pitch_loss"], out["pitch_stats"] = self.pitch.loss(mel, f0)
+        return out
+
+    def _from_latent(self, z: torch.Tensor, mel: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        ls = self.prior_log_scale(mel)
+        if ls is not None:
+            z = z * torch.exp(ls).to(z.dtype)
+        x, _ = self.bijector.inverse(z, cond)
+        return x[:, 0]
+
+    def log_prob(self, audio: torch.Tensor, mel: torch.Tensor, sigma: float = 1.0,
+                 f0: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p(audio | mel)`` in nats per utterance, ``(B,)``, with latent ``N(0, sigma^2)``
+        (times the prior's per-frame scale with ``prior: mel``)."""
+        z, logdet = self(audio, mel, f0=f0)
+        return self.base_log_prob(z, mel, sigma) + logdet
+
+    def nll(self, audio: torch.Tensor, mel: torch.Tensor, sigma: float = 1.0,
+            f0: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per audio sample (a scalar)."""
         samples = self._audio(audio).shape[-1]
-        return -self.log_prob(audio, mel, sigma).mean() / samples
+        return -self.log_prob(audio, mel, sigma, f0=f0).mean() / samples
 
     def infer(self, mel: torch.Tensor, sigma: float = 0.6, noise: torch.Tensor | None = None,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+              generator: torch.Generator | None = None, f0: torch.Tensor | None = None,
+              excitation: torch.Tensor | None = None) -> torch.Tensor:
         """Synthesise ``(B, frames * hop)`` audio from ``mel (B, n_mels, frames)``.
 
         ``noise`` (optional) is unit-variance noise, either in sample layout ``(B, frames * hop)``
         or in latent layout ``(B, n_group, frames * hop / n_group)``; it is multiplied by
-        ``sigma``. Without it the noise is drawn with ``generator``.
+        ``sigma``. Without it the noise is drawn with ``generator``. Models with an excitation
+        use ``f0`` ``(B, frames)`` in Hz when given (e.g. from a TTS front end), else the F0
+        predicted from the mel; ``excitation`` (sample rate) may be given ready-made instead.
         """
         if mel.dim() == 2:
             mel = mel[None]
@@ -331,9 +492,9 @@ class WaveGlow(MelModelMixin, nn.Module):
                 raise ValueError(f"noise must have shape {shape} (or {(shape[0], shape[1] * shape[2])}), "
                                  f"got {tuple(noise.shape)}")
             z = z.to(device=mel.device, dtype=mel.dtype)
-        z = z * sigma
-        x, _ = self.bijector.inverse(z, self.condition(mel))
-        return x[:, 0]
+        if excitation is None and self.excitation is not None:
+            excitation = self.make_excitation(mel, f0)
+        return self._from_latent(z * sigma, mel, self.condition(mel, excitation))
 
 
 def bf16_conditioners(model: nn.Module) -> nn.Module:

@@ -17,8 +17,18 @@ import time
 import torch
 
 from vocoflow.flows import (
-    IAF, ActNorm, AdditiveCoupling, AffineCoupling, Invertible1x1Conv, MixLogisticCoupling,
-    ResidualBlock, Reverse, Scale, Shuffle, Split, Squeeze,
+    IAF,
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    Invertible1x1Conv,
+    MixLogisticCoupling,
+    ResidualBlock,
+    Reverse,
+    Scale,
+    Shuffle,
+    Split,
+    Squeeze,
 )
 
 AUDIO = (4, 8, 2000)

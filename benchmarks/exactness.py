@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from flowcheck import jacobian_logdet, randomize  # noqa: E402
 from test_flows import CASES, build  # noqa: E402
-
 from vocoflow.flows import ResidualBlock  # noqa: E402
 
 

@@ -7,9 +7,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from toytask import ToyTask  # noqa: E402
-
-from vocoflow.train.trainer_config import TrainConfig  # noqa: E402
 from vocoflow.train.trainer import Trainer  # noqa: E402
+from vocoflow.train.trainer_config import TrainConfig  # noqa: E402
 
 
 def main():

@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 import pytest
-from data_fixtures import make_good_data_dir, tone, write_lines, write_wav
 
+from data_fixtures import make_good_data_dir, tone, write_lines, write_wav
 from vocoflow.audio import DataDir, DataDirError, load_utterance, validate_data_dir
 from vocoflow.cli.main import main as cli
 
@@ -79,7 +79,8 @@ def test_segments_past_end_and_malformed(tmp_path):
     write_lines(tmp_path / "d/utt2spk", ["a s", "b s", "c s", "d s", "e s"])
     seg = str(tmp_path / "d/segments")
     errs = errors(tmp_path / "d")
-    assert any(e.startswith(f"{seg}:3: error: segment 'c' ends at 3.500 s, past the end of recording 'rec' (2.000 s)") for e in errs), errs
+    msg = f"{seg}:3: error: segment 'c' ends at 3.500 s, past the end of recording 'rec' (2.000 s)"
+    assert any(e.startswith(msg) for e in errs), errs
     assert any(e.startswith(f"{seg}:4: error: malformed line") for e in errs), errs
     assert any(e.startswith(f"{seg}:5: error: segment 'e' starts at 2.500 s") for e in errs), errs
     assert not any(f"{seg}:2:" in e or f"{seg}:1:" in e for e in errs), errs

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from data_fixtures import tone, write_wav
 from torch.utils.data import DataLoader
 
+from data_fixtures import tone, write_wav
 from vocoflow.audio import AudioMelDataset, compute_stats, get_preset, normalize, preprocess, write_data_dir
 
 CFG = get_preset("asterisk16k")
@@ -107,7 +107,8 @@ def test_eval_mode_and_collate(dump):
         assert np.array_equal(batch["audio"][i, :n].numpy(), audio)
         assert np.array_equal(batch["mel"][i, :, :f].numpy(), mel.T)
         assert torch.all(batch["audio"][i, n:] == 0)
-        assert torch.allclose(batch["mel"][i, :, f:], torch.from_numpy(ds.pad_value)[:, None].expand(80, batch["mel"].shape[2] - f))
+        assert torch.allclose(batch["mel"][i, :, f:],
+                              torch.from_numpy(ds.pad_value)[:, None].expand(80, batch["mel"].shape[2] - f))
 
 
 def test_incomplete_dump_is_refused(tmp_path):

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-from data_fixtures import tone, write_wav
 
+from data_fixtures import tone, write_wav
 from vocoflow.audio import AudioError, load_audio, save_wav, to_int16
 from vocoflow.audio.io import from_int16, run_pipe
 

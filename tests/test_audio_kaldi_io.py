@@ -68,7 +68,8 @@ def test_transposed_features_and_hint(tmp_path):
     kaldiio.save_ark(str(tmp_path / "t.ark"), {"u": x}, scp=str(tmp_path / "t.scp"))
     (k, y), = read_feats(str(tmp_path / "t.scp"), n_mels=80)
     assert y.shape == (12, 80) and np.array_equal(y, x.T)
-    with pytest.raises(FeatureShapeError, match=r"t\.scp: utterance u: feature matrix of shape \(80, 12\) has no axis of n_mels=64"):
+    with pytest.raises(FeatureShapeError,
+                       match=r"t\.scp: utterance u: feature matrix of shape \(80, 12\) has no axis of n_mels=64"):
         list(read_feats(str(tmp_path / "t.scp"), n_mels=64))
 
 

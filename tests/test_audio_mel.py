@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from data_fixtures import chirp_noise
 
+from data_fixtures import chirp_noise
 from vocoflow.audio import MelConfig, MelSpectrogram, align, get_preset, list_presets
 from vocoflow.audio.mel import PRESETS
 
@@ -96,8 +96,10 @@ def test_parity_other_configurations(changes):
 def test_presets_documented_values():
     wg, pwg, ast = (get_preset(n) for n in PRESET_NAMES)
     assert (wg.sample_rate, wg.n_fft, wg.hop_length, wg.win_length, wg.n_mels) == (22050, 1024, 256, 1024, 80)
-    assert (wg.fmin, wg.fmax, wg.mel_scale, wg.norm, wg.power, wg.log, wg.clamp) == (0.0, 8000.0, "slaney", "slaney", 1.0, "ln", 1e-5)
-    assert (pwg.fmin, pwg.fmax, pwg.log, pwg.clamp, pwg.n_fft, pwg.hop_length, pwg.n_mels) == (80.0, 7600.0, "log10", 1e-10, 1024, 256, 80)
+    assert (wg.fmin, wg.fmax, wg.mel_scale, wg.norm, wg.power, wg.log, wg.clamp) == (0.0, 8000.0, "slaney", "slaney",
+                                                                                     1.0, "ln", 1e-5)
+    assert (pwg.fmin, pwg.fmax, pwg.log, pwg.clamp, pwg.n_fft, pwg.hop_length, pwg.n_mels) == (80.0, 7600.0, "log10",
+                                                                                               1e-10, 1024, 256, 80)
     assert (ast.sample_rate, ast.fmax, ast.log, ast.clamp) == (16000, 8000.0, "ln", 1e-5)
     assert set(PRESET_NAMES) <= set(list_presets())
     with pytest.raises(ValueError, match="unknown feature preset"):

@@ -6,10 +6,10 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
-from data_fixtures import make_good_data_dir, tone, write_lines, write_wav
 
 import vocoflow.audio.dump as pp
 import vocoflow.audio.stats as stats_mod
+from data_fixtures import make_good_data_dir, tone, write_lines, write_wav
 from vocoflow.audio import MelConfig, MelSpectrogram, get_preset, preprocess, read_feats, write_data_dir
 from vocoflow.cli.main import main as cli
 
@@ -92,7 +92,8 @@ def test_nothing_usable_exits_nonzero(tmp_path, capsys):
     wav = {"a": write_wav(f"{tmp_path}/a.wav", np.zeros(4000)), "b": f"{tmp_path}/missing.wav"}
     write_data_dir(tmp_path / "data", wav, {k: "s" for k in wav})
     dump = tmp_path / "dump"
-    rc = cli(["preprocess", "--data-dir", str(tmp_path / "data"), "--dump-dir", str(dump), "--feature-preset", "asterisk16k", "--no-progress"])
+    rc = cli(["preprocess", "--data-dir", str(tmp_path / "data"), "--dump-dir", str(dump), "--feature-preset",
+              "asterisk16k", "--no-progress"])
     assert rc == 1
     err = capsys.readouterr().err
     assert "no usable utterance" in err and "a.wav: all-silent" in err and "missing.wav: no such file" in err
@@ -149,7 +150,8 @@ def test_config_yaml_option(tmp_path):
     data = make_good_data_dir(tmp_path, n=2)
     conf = tmp_path / "feats.yaml"
     conf.write_text("features:\n  preset: asterisk16k\n  n_mels: 40\n  fmax: 7000\n")
-    assert cli(["preprocess", "--data-dir", data, "--dump-dir", str(tmp_path / "d"), "--config", str(conf), "--no-progress"]) == 0
+    assert cli(["preprocess", "--data-dir", data, "--dump-dir", str(tmp_path / "d"), "--config", str(conf),
+                "--no-progress"]) == 0
     cfg = MelConfig.load(tmp_path / "d/feats_config.yaml")
     assert (cfg.n_mels, cfg.fmax, cfg.sample_rate) == (40, 7000.0, 16000)
     assert cli(["preprocess", "--data-dir", data, "--dump-dir", str(tmp_path / "e")]) == 1

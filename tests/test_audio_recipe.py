@@ -9,8 +9,8 @@ import subprocess
 
 import numpy as np
 import pytest
-from data_fixtures import tone, write_lines, write_wav
 
+from data_fixtures import tone, write_lines, write_wav
 from vocoflow.audio import DataDir
 
 RECIPE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "egs", "asterisk_en", "voc1")
@@ -52,7 +52,8 @@ def test_data_prep_on_fake_corpus(tmp_path):
     }
     for i, p in enumerate(list(prompts) + ["silence/1"]):
         write_wav(wav / f"{p}.wav", tone(16000, 0.3, 300 + 20 * i, seed=i))
-    write_lines(tmp_path / "core-sounds-en.txt", ["; Core Asterisk Sounds in English", ""] + [f"{k}: {v}" for k, v in prompts.items() if v is not None])
+    write_lines(tmp_path / "core-sounds-en.txt",
+                ["; Core Asterisk Sounds in English", ""] + [f"{k}: {v}" for k, v in prompts.items() if v is not None])
     write_lines(tmp_path / "dev.txt", ["# dev", "conf-full"])
     write_lines(tmp_path / "eval.txt", ["vm-next", "not-in-corpus"])
     rc = dp.main([str(wav), str(tmp_path / "core-sounds-en.txt"), str(tmp_path / "data"),

@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 import pytest
-from data_fixtures import make_good_data_dir
 
+from data_fixtures import make_good_data_dir
 from vocoflow.audio import Stats, get_preset, preprocess, read_feats
 from vocoflow.audio.stats import StatsError
 from vocoflow.cli.main import main as cli

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-from data_fixtures import tone, write_wav
 
+from data_fixtures import tone, write_wav
 from vocoflow.audio import ArkScpWriter, AudioError
 from vocoflow.audio.wav_scp import load_wav_entry, source_kind, wav_entry_duration
 

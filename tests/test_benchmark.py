@@ -19,7 +19,8 @@ def test_benchmark_cli_writes_json(tmp_path, capsys, monkeypatch):
         monkeypatch.setattr(cli_main, "COMMAND_MODULES", cli_main.COMMAND_MODULES + ["vocoflow.cli.bench"])
     out = tmp_path / "b.json"
     rc = cli_main.main(["benchmark", str(ROOT / "configs" / "waveglow_debug.yaml"), "--threads", "1",
-                        "--seconds", "0.5", "--bf16", "--matmul-size", "256", "--chunk-frames", "16", "--json", str(out)])
+                        "--seconds", "0.5", "--bf16", "--matmul-size", "256", "--chunk-frames", "16", "--json",
+                        str(out)])
     assert rc == 0
     r = json.loads(out.read_text())
     assert set(KEYS) <= set(r)

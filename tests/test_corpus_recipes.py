@@ -27,12 +27,14 @@ def _env():
 
 def _prep(recipe, *args):
     cwd = os.path.join(EGS, recipe, "voc1")
-    r = subprocess.run(["bash", "local/data_prep.sh", *map(str, args)], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["bash", "local/data_prep.sh", *map(str, args)], cwd=cwd, env=_env(), capture_output=True,
+                       text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     # what stage 0 of recipes/voc1/voc.sh runs next on the three directories
     data = args[1] if len(args) > 1 else os.path.join(cwd, "data")
     dirs = [os.path.join(str(data), s) for s in ("train", "dev", "eval")]
-    r = subprocess.run([sys.executable, "-m", "vocoflow.cli", "validate-data-dir", *dirs], env=_env(), capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "vocoflow.cli", "validate-data-dir", *dirs], env=_env(),
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -98,7 +100,8 @@ def test_vctk(tmp_path):
 
 def test_libritts(tmp_path):
     root = tmp_path / "dl" / "LibriTTS"
-    layout = {"train-clean-100": {"19": ["198"], "26": ["495"]}, "dev-clean": {"84": ["121123"]}, "test-clean": {"121": ["121726"]}}
+    layout = {"train-clean-100": {"19": ["198"], "26": ["495"]}, "dev-clean": {"84": ["121123"]},
+              "test-clean": {"121": ["121726"]}}
     expected = {}
     for subset, spks in layout.items():
         expected[subset] = set()
@@ -128,15 +131,18 @@ def test_shellcheck():
     for recipe in ("ljspeech", "vctk", "libritts"):
         d = os.path.join(EGS, recipe, "voc1")
         files += [os.path.join(d, f) for f in ("run.sh", "path.sh", "cmd.sh")]
-        files += [os.path.join(d, "local", f) for f in sorted(os.listdir(os.path.join(d, "local"))) if f.endswith(".sh")]
+        files += [os.path.join(d, "local", f)
+                  for f in sorted(os.listdir(os.path.join(d, "local"))) if f.endswith(".sh")]
     for f in files:
-        r = subprocess.run(["shellcheck", "-x", os.path.basename(f)], cwd=os.path.dirname(f), capture_output=True, text=True)
+        r = subprocess.run(["shellcheck", "-x", os.path.basename(f)], cwd=os.path.dirname(f), capture_output=True,
+                           text=True)
         assert r.returncode == 0, f + "\n" + r.stdout + r.stderr
 
 
 def _substitute(*args):
     script = os.path.join(ROOT, "recipes", "utils", "substitute_corpus.py")
-    return subprocess.run([sys.executable, script, *map(str, args)], env=_env(), capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, script, *map(str, args)], env=_env(), capture_output=True, text=True,
+                          timeout=120)
 
 
 @pytest.mark.parametrize("layout,rate", [("ljspeech", 22050), ("vctk", 48000), ("libritts", 24000)])
@@ -146,7 +152,8 @@ def test_substitute_corpus_feeds_the_recipe_data_prep(tmp_path, layout, rate):
     from data_fixtures import make_good_data_dir
 
     n = {"ljspeech": 205, "vctk": 15, "libritts": 3}[layout]
-    dirs = [make_good_data_dir(tmp_path / f"src{i}", n=n if layout != "libritts" else 2, seconds=0.05) for i in range(3 if layout == "libritts" else 1)]
+    dirs = [make_good_data_dir(tmp_path / f"src{i}", n=n if layout != "libritts" else 2,
+                               seconds=0.05) for i in range(3 if layout == "libritts" else 1)]
     r = _substitute("--layout", layout, "--speakers", "3", *dirs, tmp_path / "dl")
     assert r.returncode == 0, r.stdout + r.stderr
     _prep(layout, tmp_path / "dl", tmp_path / "data")

@@ -12,8 +12,8 @@ import soundfile as sf
 import torch
 
 from flowcheck import randomize
-from vocoflow.audio.kaldi_io import ArkScpWriter
 from vocoflow.audio.io import save_wav
+from vocoflow.audio.kaldi_io import ArkScpWriter
 from vocoflow.vocoders import build_model, load, load_config, save_vocoder
 
 cli_main = importlib.import_module("vocoflow.cli.main")

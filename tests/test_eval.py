@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vocoflow.audio import get_preset
 from vocoflow.cli.main import main
 from vocoflow.eval.metrics import (
-    align_lengths, f0_metrics, log_mel_distance, mel_cepstral_distortion, pesq_wb,
+    align_lengths,
+    f0_metrics,
+    log_mel_distance,
+    mel_cepstral_distortion,
+    pesq_wb,
 )
 
 SR = 16000

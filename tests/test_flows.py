@@ -9,9 +9,23 @@ import torch
 
 from flowcheck import jacobian_logdet, randomize
 from vocoflow.flows import (
-    IAF, ActNorm, AdditiveCoupling, AffineCoupling, Flow, Inverse, Invertible1x1Conv,
-    Logistic, MixLogisticCoupling, Normal, Reverse, Scale, Sequential, Shuffle, Split, Squeeze,
+    IAF,
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
     ConvNet,
+    Flow,
+    Inverse,
+    Invertible1x1Conv,
+    Logistic,
+    MixLogisticCoupling,
+    Normal,
+    Reverse,
+    Scale,
+    Sequential,
+    Shuffle,
+    Split,
+    Squeeze,
 )
 from vocoflow.flows.base import NonConvergenceError
 from vocoflow.flows.elementwise import MixLogisticMap

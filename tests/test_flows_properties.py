@@ -9,8 +9,16 @@ from hypothesis import strategies as st
 
 from flowcheck import jacobian_logdet, randomize
 from vocoflow.flows import (
-    ActNorm, AdditiveCoupling, AffineCoupling, Inverse, Invertible1x1Conv, MixLogisticCoupling,
-    Sequential, Shuffle, Split, Squeeze,
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    Inverse,
+    Invertible1x1Conv,
+    MixLogisticCoupling,
+    Sequential,
+    Shuffle,
+    Split,
+    Squeeze,
 )
 
 SETTINGS = settings(max_examples=20, deadline=None,

@@ -11,8 +11,13 @@ import torch
 from flowcheck import jacobian_logdet, randomize
 from vocoflow.flows import Logistic, Sequential
 from vocoflow.images import (
-    DataScaling, ImageFlow, UniformBox, VariationalDequantizer, build_image_flow,
-    load_image_flow, uniform_noise,
+    DataScaling,
+    ImageFlow,
+    UniformBox,
+    VariationalDequantizer,
+    build_image_flow,
+    load_image_flow,
+    uniform_noise,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -13,11 +13,19 @@ import pytest
 import torch
 
 from vocoflow.images import (
-    CategoricalBaseline, ImageDataError, categorical_baseline_bpd, load_cifar10, load_digits,
-    load_idx_split, load_prepared, make_grid, read_idx, save_prepared, write_png,
+    CategoricalBaseline,
+    ImageDataError,
+    categorical_baseline_bpd,
+    load_cifar10,
+    load_digits,
+    load_idx_split,
+    load_prepared,
+    make_grid,
+    read_idx,
+    save_prepared,
+    write_png,
 )
 from vocoflow.images.png import read_png_size
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,5 +86,6 @@ def test_fetch_writes_whole_files_only(tmp_path):
     again = subprocess.run([str(UTILS / "fetch.sh"), src.as_uri(), str(dest)], capture_output=True, text=True)
     assert again.returncode == 0 and dest.read_bytes() == b"corpus bytes"
     missing = tmp_path / "dl" / "missing.bin"
-    bad = subprocess.run([str(UTILS / "fetch.sh"), (tmp_path / "nope").as_uri(), str(missing)], capture_output=True, text=True)
+    bad = subprocess.run([str(UTILS / "fetch.sh"), (tmp_path / "nope").as_uri(), str(missing)], capture_output=True,
+                         text=True)
     assert bad.returncode != 0 and not missing.exists()

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from data_fixtures import make_good_data_dir
 from flowcheck import jacobian_logdet, randomize
 from vocoflow.audio import MelConfig
 from vocoflow.audio.pitch import PitchConfig, lf0_statistics, track_f0

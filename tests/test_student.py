@@ -13,7 +13,13 @@ from flowcheck import jacobian_logdet, randomize
 from vocoflow.flows import IAF, AffineMap, ChainMap, MixLogisticMap
 from vocoflow.nets import WN, BlockedWN
 from vocoflow.vocoders import (
-    IAFStudent, StudentConfig, build_model, chunked_infer, load, load_config, save_vocoder,
+    IAFStudent,
+    StudentConfig,
+    build_model,
+    chunked_infer,
+    load,
+    load_config,
+    save_vocoder,
 )
 
 D = torch.float64

@@ -13,10 +13,14 @@ import pytest
 import torch
 
 from toytask import ToyTask
-from vocoflow.train.trainer_config import TrainConfig
 from vocoflow.train.trainer import (
-    EpochShuffleSampler, Trainer, TrainingError, _lr_lambda, find_latest_checkpoint,
+    EpochShuffleSampler,
+    Trainer,
+    TrainingError,
+    _lr_lambda,
+    find_latest_checkpoint,
 )
+from vocoflow.train.trainer_config import TrainConfig
 
 HERE = Path(__file__).parent
 
@@ -34,7 +38,7 @@ def _losses(out):
 
 
 def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
-    full = Trainer(ToyTask(), _cfg(), tmp_path / "full", cpu=True, progress=False).fit()
+    Trainer(ToyTask(), _cfg(), tmp_path / "full", cpu=True, progress=False).fit()
     part = Trainer(ToyTask(), _cfg(), tmp_path / "part", cpu=True, progress=False,
                    stop_after=4).fit()
     assert part["steps"] == 4 and not part["finished"]

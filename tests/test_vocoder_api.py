@@ -13,7 +13,14 @@ import yaml
 
 from flowcheck import randomize
 from vocoflow.vocoders import (
-    Denoiser, Vocoder, VocoderError, WaveGlow, build_model, load, load_config, save_vocoder,
+    Denoiser,
+    Vocoder,
+    VocoderError,
+    WaveGlow,
+    build_model,
+    load,
+    load_config,
+    save_vocoder,
     snr_db,
 )
 
@@ -336,7 +343,8 @@ def test_model_registry_types_capabilities_and_errors():
     assert [VOCODER_MODELS.get(n).task for n in VOCODER_MODELS] == ["vocoder", "distill", "teacher"]
     for name in VOCODER_MODELS:
         assert VOCODER_MODELS.get(name).config.type_name == name
-    with pytest.raises(ValueError, match=r"unknown model type 'nope' \(known: waveglow, iaf_student, wavenet_teacher\)"):
+    with pytest.raises(ValueError,
+                       match=r"unknown model type 'nope' \(known: waveglow, iaf_student, wavenet_teacher\)"):
         model_config_from({"features": {"preset": "asterisk16k"}, "model": {"type": "nope"}})
     with pytest.raises(ValueError, match="unknown capability"):
         VOCODER_MODELS.names(fast=True)

@@ -8,7 +8,8 @@ This layer imports only torch, torchaudio, librosa, soundfile, kaldiio and numpy
 - :mod:`~vocoflow.audio.wav_scp`: the audio of one ``wav.scp`` value (file, ark entry or pipe)
 - :mod:`~vocoflow.audio.kaldi_io`: Kaldi ark/scp I/O (:func:`read_feats`, :func:`as_frames_by_mels`)
 - :mod:`~vocoflow.audio.dump`: dump directories, :func:`preprocess`
-- :mod:`~vocoflow.audio.stats`: :class:`Stats` (``Stats.load``: the reader of ``stats.npz``), :func:`compute_stats`, :func:`normalize`
+- :mod:`~vocoflow.audio.stats`: :class:`Stats` (``Stats.load``: the reader of ``stats.npz``),
+  :func:`compute_stats`, :func:`normalize`
 - :mod:`~vocoflow.audio.dataset`: :class:`AudioMelDataset`, :func:`collate_eval`
 """
 
@@ -22,10 +23,10 @@ from .datadir import (
     write_data_dir,
 )
 from .dataset import AudioMelDataset, collate_eval
+from .dump import PreprocessResult, preprocess
+from .io import AudioError, from_int16, load_audio, resample, save_wav, to_int16
 from .kaldi_io import ArkScpWriter, FeatureShapeError, as_frames_by_mels, load_feat, read_feats, read_scp
 from .mel import PRESETS, MelConfig, MelSpectrogram, align, get_preset, list_presets
-from .io import AudioError, load_audio, resample, save_wav, to_int16, from_int16
-from .dump import PreprocessResult, preprocess
 from .stats import Stats, compute_stats, normalize
 
 __all__ = [

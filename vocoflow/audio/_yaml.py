@@ -65,7 +65,8 @@ _RESERVED = {"yes", "no", "true", "false", "on", "off", "null", "y", "n"}
 
 def _printable(o: int) -> bool:
     """YAML's printable set, less the characters YAML 1.1 treats as line breaks and the BOM."""
-    return (0x20 <= o <= 0x7E or 0xA0 <= o <= 0xD7FF or 0xE000 <= o <= 0xFFFD or 0x10000 <= o <= 0x10FFFF) and o not in (0x2028, 0x2029, 0xFEFF)
+    return ((0x20 <= o <= 0x7E or 0xA0 <= o <= 0xD7FF or 0xE000 <= o <= 0xFFFD or 0x10000 <= o <= 0x10FFFF)
+            and o not in (0x2028, 0x2029, 0xFEFF))
 
 
 def _quote(text: str) -> str:

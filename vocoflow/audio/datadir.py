@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import soundfile as sf
 
-from ._files import atomic_write_text
+from vocoflow.atomic import atomic_write_text
+
 from .io import AudioError
 from .wav_scp import ark_path, load_wav_entry, source_kind, wav_entry_duration
 
@@ -117,39 +118,51 @@ def _read_table(path: str, kind: str, issues: list[Issue]) -> _Table:
         if kind in ("wav.scp", "text"):
             rest = line[len(key):].strip()
             if kind == "wav.scp" and not rest:
-                issues.append(Issue(path, lineno, f"malformed line: expected '<recording-id> <path or command |>', got {line!r}", code="malformed"))
+                issues.append(Issue(path, lineno,
+                                    f"malformed line: expected '<recording-id> <path or command |>', got {line!r}",
+                                    code="malformed"))
                 continue
             value = rest
         elif kind == "utt2spk":
             if len(fields) != 2:
-                issues.append(Issue(path, lineno, f"malformed line: expected '<utt-id> <speaker-id>', got {line!r}", code="malformed"))
+                issues.append(Issue(path, lineno, f"malformed line: expected '<utt-id> <speaker-id>', got {line!r}",
+                                    code="malformed"))
                 continue
             value = fields[1]
         elif kind == "spk2utt":
             if len(fields) < 2:
-                issues.append(Issue(path, lineno, f"malformed line: expected '<speaker-id> <utt-id> ...', got {line!r}", code="malformed"))
+                issues.append(Issue(path, lineno, f"malformed line: expected '<speaker-id> <utt-id> ...', got {line!r}",
+                                    code="malformed"))
                 continue
             value = fields[1:]
         elif kind == "segments":
             if len(fields) != 4:
-                issues.append(Issue(path, lineno, f"malformed line: expected '<utt-id> <recording-id> <start> <end>', got {line!r}", code="malformed"))
+                issues.append(Issue(path, lineno,
+                                    f"malformed line: expected '<utt-id> <recording-id> <start> <end>', got {line!r}",
+                                    code="malformed"))
                 continue
             try:
                 start, end = float(fields[2]), float(fields[3])
             except ValueError:
-                issues.append(Issue(path, lineno, f"malformed line: start/end are not numbers in {line!r}", code="malformed"))
+                issues.append(Issue(path, lineno, f"malformed line: start/end are not numbers in {line!r}",
+                                    code="malformed"))
                 continue
             if not (np.isfinite(start) and np.isfinite(end)) or start < 0 or (end != -1 and end <= start):
-                issues.append(Issue(path, lineno, f"bad segment times: start {fields[2]}, end {fields[3]} (need 0 <= start < end, or end -1)", code="malformed"))
+                issues.append(Issue(path, lineno,
+                                    f"bad segment times: start {fields[2]}, end {fields[3]} "
+                                    "(need 0 <= start < end, or end -1)", code="malformed"))
                 continue
             value = (fields[1], start, end)
         else:  # pragma: no cover
             raise ValueError(kind)
         if key in table.entries:
-            issues.append(Issue(path, lineno, f"duplicate id {key!r} (first on line {table.lines[key]})", code="duplicate"))
+            issues.append(Issue(path, lineno, f"duplicate id {key!r} (first on line {table.lines[key]})",
+                                code="duplicate"))
             continue
         if prev is not None and key.encode() < prev.encode() and not unsorted_reported:
-            issues.append(Issue(path, lineno, f"ids not sorted: {key!r} comes after {prev!r} (sort with 'LC_ALL=C sort')", code="unsorted"))
+            issues.append(Issue(path, lineno,
+                                f"ids not sorted: {key!r} comes after {prev!r} (sort with 'LC_ALL=C sort')",
+                                code="unsorted"))
             unsorted_reported = True
         prev = key
         table.entries[key] = value
@@ -189,7 +202,8 @@ class DataDir:
         self.spk2utt = tables.get("spk2utt")
         self.text = tables.get("text")
         if self.wav_scp is None:
-            self.issues.append(Issue(os.path.join(self.path, "wav.scp"), None, "missing (every data directory needs wav.scp)", code="missing-file"))
+            self.issues.append(Issue(os.path.join(self.path, "wav.scp"), None,
+                                     "missing (every data directory needs wav.scp)", code="missing-file"))
             return
         self._cross_check(check_audio, run_pipes, max_overshoot)
 
@@ -201,7 +215,9 @@ class DataDir:
             utt_table = self.segments
             for utt, (rec, _, _) in self.segments.entries.items():
                 if rec not in wav.entries:
-                    issues.append(Issue(self.segments.path, self.segments.lines[utt], f"recording {rec!r} of utterance {utt!r} is not in {wav.path}", code="unknown-recording"))
+                    issues.append(Issue(self.segments.path, self.segments.lines[utt],
+                                        f"recording {rec!r} of utterance {utt!r} is not in {wav.path}",
+                                        code="unknown-recording"))
         else:
             utt_table = wav
         utts = utt_table.entries
@@ -212,12 +228,14 @@ class DataDir:
             kind = source_kind(value)
             line = wav.lines[rec]
             if kind == "file" and not os.path.isfile(value):
-                issues.append(Issue(wav.path, line, f"missing audio: file {value!r} of {rec!r} not found", code="missing-audio"))
+                issues.append(Issue(wav.path, line, f"missing audio: file {value!r} of {rec!r} not found",
+                                    code="missing-audio"))
                 continue
             if kind == "ark":
                 ark = ark_path(value)
                 if not os.path.isfile(ark):
-                    issues.append(Issue(wav.path, line, f"missing audio: ark {ark!r} of {rec!r} not found", code="missing-audio"))
+                    issues.append(Issue(wav.path, line, f"missing audio: ark {ark!r} of {rec!r} not found",
+                                        code="missing-audio"))
                     continue
             if check_audio and self.segments is not None and (kind != "pipe" or run_pipes):
                 try:
@@ -231,21 +249,29 @@ class DataDir:
                     continue
                 line = self.segments.lines[utt]
                 if start >= dur:
-                    issues.append(Issue(self.segments.path, line, f"segment {utt!r} starts at {start:.3f} s, past the end of recording {rec!r} ({dur:.3f} s)", code="segment-range"))
+                    issues.append(Issue(self.segments.path, line,
+                                        f"segment {utt!r} starts at {start:.3f} s, "
+                                        f"past the end of recording {rec!r} ({dur:.3f} s)", code="segment-range"))
                 elif end != -1 and end > dur + max_overshoot:
-                    issues.append(Issue(self.segments.path, line, f"segment {utt!r} ends at {end:.3f} s, past the end of recording {rec!r} ({dur:.3f} s)", code="segment-range"))
+                    issues.append(Issue(self.segments.path, line,
+                                        f"segment {utt!r} ends at {end:.3f} s, "
+                                        f"past the end of recording {rec!r} ({dur:.3f} s)", code="segment-range"))
 
         # utt2spk <-> utterances
         if self.utt2spk is None:
-            issues.append(Issue(os.path.join(self.path, "utt2spk"), None, "missing (each utterance is treated as its own speaker)", "warning", code="no-utt2spk"))
+            issues.append(Issue(os.path.join(self.path, "utt2spk"), None,
+                                "missing (each utterance is treated as its own speaker)", "warning", code="no-utt2spk"))
         else:
             u2s = self.utt2spk
             for utt in u2s.order:
                 if utt not in utts:
-                    issues.append(Issue(u2s.path, u2s.lines[utt], f"utterance {utt!r} has no audio (not in {utt_table.path})", code="utt-mismatch"))
+                    issues.append(Issue(u2s.path, u2s.lines[utt],
+                                        f"utterance {utt!r} has no audio (not in {utt_table.path})",
+                                        code="utt-mismatch"))
             for utt in utt_table.order:
                 if utt not in u2s.entries:
-                    issues.append(Issue(utt_table.path, utt_table.lines[utt], f"utterance {utt!r} is not in {u2s.path}", code="utt-mismatch"))
+                    issues.append(Issue(utt_table.path, utt_table.lines[utt], f"utterance {utt!r} is not in {u2s.path}",
+                                        code="utt-mismatch"))
 
         # spk2utt must be the inverse of utt2spk
         if self.spk2utt is not None and self.utt2spk is not None:
@@ -257,11 +283,15 @@ class DataDir:
                 listed = s2u.entries[spk]
                 line = s2u.lines[spk]
                 if spk not in expected:
-                    issues.append(Issue(s2u.path, line, f"utt2spk/spk2utt mismatch: speaker {spk!r} is not in {u2s.path}", code="spk-mismatch"))
+                    issues.append(Issue(s2u.path, line,
+                                        f"utt2spk/spk2utt mismatch: speaker {spk!r} is not in {u2s.path}",
+                                        code="spk-mismatch"))
                     continue
                 got, want = set(listed), set(expected[spk])
                 if len(listed) != len(got):
-                    issues.append(Issue(s2u.path, line, f"utt2spk/spk2utt mismatch: speaker {spk!r} lists an utterance twice", code="spk-mismatch"))
+                    issues.append(Issue(s2u.path, line,
+                                        f"utt2spk/spk2utt mismatch: speaker {spk!r} lists an utterance twice",
+                                        code="spk-mismatch"))
                 if got != want:
                     extra = sorted(got - want)[:3]
                     missing = sorted(want - got)[:3]
@@ -270,11 +300,15 @@ class DataDir:
                         detail.append(f"listed but not in utt2spk for this speaker: {', '.join(extra)}")
                     if missing:
                         detail.append(f"in utt2spk but not listed: {', '.join(missing)}")
-                    issues.append(Issue(s2u.path, line, f"utt2spk/spk2utt mismatch for speaker {spk!r}: {'; '.join(detail)}", code="spk-mismatch"))
+                    issues.append(Issue(s2u.path, line,
+                                        f"utt2spk/spk2utt mismatch for speaker {spk!r}: {'; '.join(detail)}",
+                                        code="spk-mismatch"))
             for spk, spk_utts in expected.items():
                 if spk not in s2u.entries:
                     first = spk_utts[0]
-                    issues.append(Issue(u2s.path, u2s.lines[first], f"utt2spk/spk2utt mismatch: speaker {spk!r} is not in {s2u.path}", code="spk-mismatch"))
+                    issues.append(Issue(u2s.path, u2s.lines[first],
+                                        f"utt2spk/spk2utt mismatch: speaker {spk!r} is not in {s2u.path}",
+                                        code="spk-mismatch"))
         elif self.spk2utt is not None:
             issues.append(Issue(self.spk2utt.path, None, "spk2utt without utt2spk", code="spk-mismatch"))
 
@@ -282,10 +316,14 @@ class DataDir:
         if self.text is not None:
             for utt in self.text.order:
                 if utt not in utts:
-                    issues.append(Issue(self.text.path, self.text.lines[utt], f"transcript for unknown utterance {utt!r} (not in {utt_table.path})", code="text-mismatch"))
+                    issues.append(Issue(self.text.path, self.text.lines[utt],
+                                        f"transcript for unknown utterance {utt!r} (not in {utt_table.path})",
+                                        code="text-mismatch"))
             without = [u for u in utt_table.order if u not in self.text.entries]
             if without:
-                issues.append(Issue(self.text.path, None, f"{len(without)} utterance(s) have no transcript (first: {without[0]!r})", "warning", code="no-text"))
+                issues.append(Issue(self.text.path, None,
+                                    f"{len(without)} utterance(s) have no transcript (first: {without[0]!r})",
+                                    "warning", code="no-text"))
 
     # ---- results
     @property
@@ -312,7 +350,8 @@ class DataDir:
         if self.segments is not None:
             for utt, (rec, start, end) in self.segments.entries.items():
                 if rec in self.wav_scp.entries:
-                    out.append(Utterance(utt, self.wav_scp.entries[rec], rec, start, None if end == -1 else end, u2s.get(utt), text.get(utt)))
+                    out.append(Utterance(utt, self.wav_scp.entries[rec], rec, start, None if end == -1 else end,
+                                         u2s.get(utt), text.get(utt)))
         else:
             for utt, value in self.wav_scp.entries.items():
                 out.append(Utterance(utt, value, utt, None, None, u2s.get(utt), text.get(utt)))

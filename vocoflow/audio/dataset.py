@@ -135,12 +135,14 @@ class AudioMelDataset(Dataset):
         data, rate = load_wav_entry(value, name=f"{value} (utterance {utt})", check=False,
                                     scp_path=self._wav_scp, fd_dict=self._files())
         if rate != self.config.sample_rate:
-            raise ValueError(f"{self._wav_scp}: utterance {utt}: {rate} Hz audio, features are for {self.config.sample_rate} Hz")
+            raise ValueError(f"{self._wav_scp}: utterance {utt}: {rate} Hz audio, "
+                             f"features are for {self.config.sample_rate} Hz")
         return data
 
     def load(self, utt: str) -> tuple[np.ndarray, np.ndarray]:
         """Whole utterance: float32 audio ``(frames*hop,)`` and mel ``(frames, n_mels)``."""
-        mel = load_feat(self._feats[utt], self.config.n_mels, name=f"{self._feats_scp}: utterance {utt}", fd_dict=self._files(), scp_path=self._feats_scp)
+        mel = load_feat(self._feats[utt], self.config.n_mels, name=f"{self._feats_scp}: utterance {utt}",
+                        fd_dict=self._files(), scp_path=self._feats_scp)
         audio = self._audio(utt)
         if len(audio) != mel.shape[0] * self.config.hop_length:
             raise ValueError(
@@ -162,7 +164,8 @@ class AudioMelDataset(Dataset):
         name = f"{self._f0_scp}: utterance {utt}"
         import kaldiio
 
-        f0 = np.asarray(kaldiio.load_mat(resolve_entry(self._f0[utt], self._f0_scp), fd_dict=self._files()), dtype=np.float32)
+        f0 = np.asarray(kaldiio.load_mat(resolve_entry(self._f0[utt], self._f0_scp), fd_dict=self._files()),
+                        dtype=np.float32)
         if f0.ndim != 1 or len(f0) != frames:
             raise ValueError(f"{name}: F0 track of shape {f0.shape} does not match {frames} mel frames")
         if not np.all(np.isfinite(f0)) or (f0 < 0).any():
@@ -179,7 +182,8 @@ class AudioMelDataset(Dataset):
         f0 = self.load_f0(utt, mel.shape[0]) if self._f0 is not None else None
         hop = self.config.hop_length
         if self.segment_length is None:
-            item = {"utt_id": utt, "audio": torch.from_numpy(audio), "mel": torch.from_numpy(mel.T.copy()), "length": len(audio)}
+            item = {"utt_id": utt, "audio": torch.from_numpy(audio), "mel": torch.from_numpy(mel.T.copy()),
+                    "length": len(audio)}
             if f0 is not None:
                 item["f0"] = torch.from_numpy(np.array(f0, dtype=np.float32))
             return item

@@ -39,11 +39,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._files import atomic_write_text
+from vocoflow.atomic import atomic_write_text
+
 from .datadir import DataDir, DataDirError, Issue, Utterance, load_utterance
+from .io import AudioError, from_int16, to_int16
 from .kaldi_io import ArkScpWriter, read_scp
 from .mel import MelConfig, MelSpectrogram, align
-from .io import AudioError, from_int16, to_int16
 from .pitch import PitchConfig, track_f0
 
 __all__ = [
@@ -152,7 +153,8 @@ def _init_worker(config_dict: dict, strict: bool, trim_db: float | None, capture
         logger.propagate = False
 
 
-def process_utterance(utt: Utterance, config: MelConfig, mel: MelSpectrogram | None = None, strict: bool = False, trim_db: float | None = None):
+def process_utterance(utt: Utterance, config: MelConfig, mel: MelSpectrogram | None = None, strict: bool = False,
+                      trim_db: float | None = None):
     """Return ``(int16 audio (frames*hop,), float32 mel (frames, n_mels))`` for one utterance.
 
     Raises :class:`~vocoflow.audio.io.AudioError` for unusable audio (naming the file).

@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from ._files import atomic_open
+from vocoflow.atomic import atomic_open
 
 __all__ = [
     "AudioError",

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import kaldiio
 import numpy as np
 
-from ._files import AtomicFile, atomic_write_text
+from vocoflow.atomic import AtomicFile, atomic_write_text
 
 __all__ = [
     "read_scp",
@@ -98,7 +98,7 @@ def as_frames_by_mels(feat, n_mels: int | None, name: str = "features") -> np.nd
     Traceback (most recent call last):
     ...
     vocoflow.audio.kaldi_io.FeatureShapeError: u1: feature matrix of shape (7, 60) has no axis of n_mels=80 (expected (frames, 80) or (80, frames))
-    """
+    """  # noqa: E501 (the doctest's expected exception message is one line)
     arr = np.asarray(feat)
     if arr.ndim != 2:
         raise FeatureShapeError(f"{name}: expected a 2-D feature matrix, got shape {arr.shape}")
@@ -112,7 +112,8 @@ def as_frames_by_mels(feat, n_mels: int | None, name: str = "features") -> np.nd
     )
 
 
-def load_feat(value: str, n_mels: int | None = None, name: str = "features", fd_dict: dict | None = None, scp_path: str | None = None) -> np.ndarray:
+def load_feat(value: str, n_mels: int | None = None, name: str = "features", fd_dict: dict | None = None,
+              scp_path: str | None = None) -> np.ndarray:
     """Load one scp value (``a.ark:12``, ``a.ark:12[0:9]``, ``cmd |``, ``x.npy``) as
     float32 ``(frames, n_mels)``."""
     entry = resolve_entry(value, scp_path)

@@ -181,7 +181,7 @@ class MelConfig:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write YAML atomically (temp file in the same directory, then rename)."""
-        from ._files import atomic_write_text
+        from vocoflow.atomic import atomic_write_text
 
         atomic_write_text(path, self.to_yaml())
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._files import atomic_copy, atomic_open
+from vocoflow.atomic import atomic_copy, atomic_open
+
 from .dump import FEATURE_FILES, INDEX_FILES, finish_dump, require_complete, start_dump
 from .kaldi_io import ArkScpWriter, load_feat, read_feats, read_scp
 from .mel import MelConfig
@@ -127,7 +128,8 @@ class Stats:
         except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
             raise StatsError(path, f"cannot read statistics ({type(e).__name__}: {e})") from None
         if mean.ndim != 1 or mean.shape != scale.shape:
-            raise StatsError(path, f"mean and scale must be vectors of one size, got shapes {mean.shape} and {scale.shape}")
+            raise StatsError(path,
+                             f"mean and scale must be vectors of one size, got shapes {mean.shape} and {scale.shape}")
         if not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
             raise StatsError(path, "mean/scale are not finite or a scale is not positive")
         return cls(mean, scale, count)
@@ -147,7 +149,8 @@ def compute_stats(dump_dir: str | os.PathLike, out: str | os.PathLike | None = N
     return stats
 
 
-def normalize(dump_dir: str | os.PathLike, stats: Stats | str | os.PathLike, out_dir: str | os.PathLike, progress=None) -> int:
+def normalize(dump_dir: str | os.PathLike, stats: Stats | str | os.PathLike, out_dir: str | os.PathLike,
+              progress=None) -> int:
     """Write ``out_dir`` with ``(feats - mean) / scale``; the other index files (audio,
     frame counts, config, bad utterances) are copied. Returns the number of utterances."""
     dump_dir, out_dir = os.fspath(dump_dir), os.fspath(out_dir)

@@ -67,7 +67,8 @@ def add_arguments(p) -> None:
     p.add_argument("--chunk-frames", type=int, default=None, help="chunked synthesis with this many frames per chunk")
     p.add_argument("--repeats", type=int, default=1, help="timed syntheses; the fastest counts (default 1)")
     p.add_argument("--seed", type=int, default=0, help="noise and mel seed")
-    p.add_argument("--matmul-size", type=int, default=2048, help="size n of the n x n x n reference matmul (default 2048)")
+    p.add_argument("--matmul-size", type=int, default=2048,
+                   help="size n of the n x n x n reference matmul (default 2048)")
     p.add_argument("--save-wav", default=None, help="write the synthesised audio here (to compare runs)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
     p.add_argument("--child", default=None, help=argparse_suppress())
@@ -115,6 +116,7 @@ def _load(source: str, device: str):
     import torch
 
     from vocoflow.vocoders import Vocoder, build_model, features_from_config, load_model_config
+    from vocoflow.vocoders.synthesis import activate
 
     if os.path.isdir(source):
         return Vocoder.from_pretrained(source, device=device), os.path.basename(source.rstrip("/"))
@@ -124,21 +126,6 @@ def _load(source: str, device: str):
     activate(model)
     voc = Vocoder(model, features_from_config(cfg), cfg["synthesis"], device=device, config=cfg)
     return voc, os.path.splitext(os.path.basename(source))[0]
-
-
-def activate(model, std: float = 0.01) -> None:
-    """Give the zero-initialised output layers of a fresh model's WN conditioners small random
-    weights, so every coupling does something (speed is the same; the bf16-vs-fp32 SNR and
-    chunked-vs-whole comparisons would otherwise be trivially exact)."""
-    import torch
-
-    from vocoflow.nets.wavenet import WN
-
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, WN):
-                m.end.weight.copy_(torch.randn(m.end.weight.shape, generator=g) * std)
 
 
 def run_child(args) -> dict:
@@ -317,7 +304,7 @@ def cmd_benchmark(args) -> int:
         os.unlink(out)
     print(format_table(result))
     if args.json:
-        from vocoflow.audio._files import atomic_write_text
+        from vocoflow.atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0

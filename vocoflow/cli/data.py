@@ -21,8 +21,10 @@ def register(subparsers) -> None:
         "Exit status 1 if there is any error (warnings alone pass).",
     )
     p.add_argument("data_dir", metavar="DIR", nargs="+")
-    p.add_argument("--no-audio-check", action="store_true", help="do not read audio headers (segment ends are then not checked)")
-    p.add_argument("--run-pipes", action="store_true", help="run 'command |' entries to check segment ends against them")
+    p.add_argument("--no-audio-check", action="store_true",
+                   help="do not read audio headers (segment ends are then not checked)")
+    p.add_argument("--run-pipes", action="store_true",
+                   help="run 'command |' entries to check segment ends against them")
     p.add_argument("--max-errors", type=int, default=100, help="print at most this many issues (default 100)")
     p.set_defaults(func=cmd_validate)
 
@@ -38,9 +40,12 @@ def register(subparsers) -> None:
     _feature_args(p)
     p.add_argument("--n-jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--strict", action="store_true", help="refuse audio at another sample rate instead of resampling it")
-    p.add_argument("--trim-db", type=float, default=None, help="trim leading/trailing audio quieter than this many dB below the peak (librosa.effects.trim); off by default")
+    p.add_argument("--trim-db", type=float, default=None,
+                   help="trim leading/trailing audio quieter than this many dB below the peak "
+                        "(librosa.effects.trim); off by default")
     p.add_argument("--pitch", choices=("none", "dio", "harvest"), default="none",
-                   help="also track F0 per frame (WORLD DIO+StoneMask or Harvest via pyworld) into DUMP/f0.scp; needed by models with an excitation (default none)")
+                   help="also track F0 per frame (WORLD DIO+StoneMask or Harvest via pyworld) into DUMP/f0.scp; "
+                        "needed by models with an excitation (default none)")
     p.add_argument("--f0-floor", type=float, default=60.0, help="lowest F0 the tracker reports, Hz (default 60)")
     p.add_argument("--f0-ceil", type=float, default=500.0, help="highest F0 the tracker reports, Hz (default 500)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -69,7 +74,8 @@ def register(subparsers) -> None:
 def _feature_args(p: argparse.ArgumentParser) -> None:
     # the preset names are checked when the command runs (importing torch here would slow
     # every vocoflow command down)
-    p.add_argument("--feature-preset", default=None, metavar="NAME", help="named MelConfig preset: waveglow, pwg, asterisk16k")
+    p.add_argument("--feature-preset", default=None, metavar="NAME",
+                   help="named MelConfig preset: waveglow, pwg, asterisk16k")
     p.add_argument(
         "--config",
         default=None,
@@ -159,7 +165,8 @@ def cmd_preprocess(args) -> int:
     except DataDirError as e:
         raise CLIError(f"{args.data_dir}: invalid data directory:\n{e}") from None
     if result.bad:
-        print(f"skipped {len(result.bad)} bad utterance(s) (listed in {os.path.join(args.dump_dir, 'bad_utts')}):", file=sys.stderr)
+        print(f"skipped {len(result.bad)} bad utterance(s) (listed in {os.path.join(args.dump_dir, 'bad_utts')}):",
+              file=sys.stderr)
         for utt, reason in result.bad:
             print(f"  {utt}: {reason}", file=sys.stderr)
     if result.n_ok == 0:

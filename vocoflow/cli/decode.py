@@ -54,21 +54,26 @@ def register(subparsers) -> None:
     src.add_argument("--wav-dir", help=f"directory of audio files ({', '.join(AUDIO_EXTS)}): analysis-resynthesis")
     norm = p.add_mutually_exclusive_group()
     norm.add_argument("--normalize-before", action="store_true",
-                      help="features are raw log-mels: normalise them with the vocoder's stats (the default for a normalize: true vocoder)")
+                      help="features are raw log-mels: normalise them with the vocoder's stats "
+                           "(the default for a normalize: true vocoder)")
     norm.add_argument("--no-normalize", action="store_true",
                       help="features are already in the vocoder's input space: use them as they are")
     p.add_argument("--f0-scp", default=None,
-                   help="vocoders with an excitation: Kaldi scp of F0 vectors (Hz per frame, 0 = unvoiced; e.g. a dump's f0.scp or a TTS front end's) instead of the vocoder's own F0 prediction")
+                   help="vocoders with an excitation: Kaldi scp of F0 vectors (Hz per frame, 0 = unvoiced; "
+                        "e.g. a dump's f0.scp or a TTS front end's) instead of the vocoder's own F0 prediction")
     p.add_argument("--batch-size", type=int, default=1, help="utterances synthesised together (default 1)")
-    p.add_argument("--sigma", type=float, default=None, help="latent standard deviation (default: the vocoder's, e.g. 0.6)")
-    p.add_argument("--denoise", type=float, default=None, help="bias denoiser strength (default: the vocoder's, e.g. 0)")
+    p.add_argument("--sigma", type=float, default=None,
+                   help="latent standard deviation (default: the vocoder's, e.g. 0.6)")
+    p.add_argument("--denoise", type=float, default=None,
+                   help="bias denoiser strength (default: the vocoder's, e.g. 0)")
     p.add_argument("--chunk-frames", type=int, default=1024,
                    help="synthesise utterances longer than this many frames in overlapping chunks "
                         "(bounded memory, same audio up to rounding; default 1024, 0: never)")
     p.add_argument("--bf16", action="store_true",
                    help="conditioner networks in bfloat16 (faster on GPUs and AMX CPUs; slower on "
                         "CPUs without AMX)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed; each utterance's noise depends only on (seed, utt id)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="noise seed; each utterance's noise depends only on (seed, utt id)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-check", action="store_true", help="do not check inputs for a normalisation mismatch")
@@ -257,7 +262,7 @@ def cmd_decode(args) -> int:
             f.close()
 
     if failures:
-        from vocoflow.audio._files import atomic_write_text
+        from vocoflow.atomic import atomic_write_text
 
         atomic_write_text(os.path.join(args.out_dir, "bad_utts"),
                           "".join(f"{u} {reason}\n" for u, reason in failures))

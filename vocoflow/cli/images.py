@@ -51,7 +51,7 @@ def register(subparsers) -> None:
     p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     p.add_argument("--steps", type=int, default=None, help="override train.steps")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is much faster on an oversubscribed machine)")
+    _add_threads(p)
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser(
@@ -73,7 +73,7 @@ def register(subparsers) -> None:
     p.add_argument("--cpu", action="store_true")
     p.add_argument("--out", default=None, help="write the result as JSON here")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is much faster on an oversubscribed machine)")
+    _add_threads(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser(
@@ -91,11 +91,17 @@ def register(subparsers) -> None:
     p.add_argument("--interp-steps", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 is much faster on an oversubscribed machine)")
+    _add_threads(p)
     p.set_defaults(func=cmd_sample)
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _add_threads(p) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; "
+                        "1 is much faster on an oversubscribed machine)")
 
 
 def _load_yaml(path):
@@ -140,7 +146,7 @@ def _load_model(model_dir, cpu):
 
 def _write_json(path, obj):
     if path:
-        from vocoflow.audio._files import atomic_write_text
+        from vocoflow.atomic import atomic_write_text
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

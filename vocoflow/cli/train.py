@@ -74,8 +74,8 @@ def train_config(config: dict, args):
 
 
 def run(args) -> int:
-    from vocoflow.train.trainer import Trainer, TrainingError
     from vocoflow.train.teacher_task import TeacherTask
+    from vocoflow.train.trainer import Trainer, TrainingError
     from vocoflow.train.vocoder_task import ConfigError, VocoderTask
     from vocoflow.vocoders import VOCODER_MODELS
 

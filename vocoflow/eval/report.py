@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vocoflow.atomic import atomic_open, atomic_write_text
 from vocoflow.audio import AudioError, MelConfig, MelSpectrogram, save_wav
-from vocoflow.audio._files import atomic_open, atomic_write_text
 from vocoflow.audio.wav_scp import load_wav_entry
 
 from .metrics import align_lengths, evaluate_pair

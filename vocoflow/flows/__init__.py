@@ -13,8 +13,8 @@ from .distributions import Logistic, Normal, gaussian_log_prob
 from .elementwise import AffineMap, ChainMap, ElementwiseMap, MixLogisticMap, ShiftMap, make_map
 from .flow import Flow
 from .linear import Invertible1x1Conv, Reverse, Shuffle
-from .normalization import ActNorm, Scale
 from .lipschitz import LipSwish, SpectralNormLayer
+from .normalization import ActNorm, Scale
 from .reshape import Split, Squeeze
 from .residual import ResidualBlock
 

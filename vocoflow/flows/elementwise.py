@@ -134,8 +134,8 @@ class MixLogisticMap(ElementwiseMap):
 
     ``K`` components give ``3K + 2`` parameters per element, ordered as chunks
     ``(logits[K], means[K], log_scales[K], a, b)``; component log-scales are clamped below at
-    ``min_log_scale`` and ``a`` is soft-clamped to ``(-max_log_a, max_log_a)``. The inverse solves the monotone equation by
-    vectorised bisection on the exact bracket ``[min_k(mu_k + s_k w), max_k(mu_k + s_k w)]``
+    ``min_log_scale`` and ``a`` is soft-clamped to ``(-max_log_a, max_log_a)``. The inverse solves
+    the monotone equation by vectorised bisection on the exact bracket ``[min_k(mu_k + s_k w), max_k(mu_k + s_k w)]``
     (``w`` the logit target) until every interval is narrower than ``tol`` (absolute, or
     relative to ``|x|`` where ``|x| > 1``), else :class:`NonConvergenceError` after ``max_iter``
     halvings. ``tol`` defaults to 1e-12 in float64 and 1e-6 in float32.

@@ -202,7 +202,7 @@ class SpectralNormLayer(nn.Module):
         taps, phase, _ = self._operator(self.weight.detach())
         u = torch.view_as_complex(self.u).to(taps.dtype)
         v = torch.view_as_complex(self.v).to(taps.dtype)
-        n_freq, (n_out, n_in, n_taps) = phase.shape[0], taps.shape
+        n_freq, (n_out, n_in, _) = phase.shape[0], taps.shape
         if n_freq * n_out * n_in <= _MATERIALIZE_LIMIT:  # W(w_f) as matrices: K times cheaper
             mats = torch.einsum("oik,fk->foi", taps, phase)
             mats_h = mats.transpose(1, 2).conj()

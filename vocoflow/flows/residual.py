@@ -46,7 +46,11 @@ from torch import nn
 from .base import Bijector, NonConvergenceError
 from .lipschitz import LipSwish, SpectralNormLayer
 from .logdet import (
-    PROBES, exact_logdet, hutchinson_probes, neumann_logdet, power_series_logdet,
+    PROBES,
+    exact_logdet,
+    hutchinson_probes,
+    neumann_logdet,
+    power_series_logdet,
     russian_roulette_weights,
 )
 

@@ -7,13 +7,28 @@ likelihood, so ``ImageFlow.bits_per_dim`` is the bits/dim of the 8-bit data.
 
 from .baseline import CategoricalBaseline, categorical_baseline_bpd
 from .data import (
-    DATASETS, ImageDataError, ImageDataset, load_cifar10, load_digits, load_idx_split,
-    load_prepared, load_raw_dataset, read_idx, save_prepared,
+    DATASETS,
+    ImageDataError,
+    ImageDataset,
+    load_cifar10,
+    load_digits,
+    load_idx_split,
+    load_prepared,
+    load_raw_dataset,
+    read_idx,
+    save_prepared,
 )
 from .dequantization import VariationalDequantizer, uniform_noise
 from .layers import DataScaling, Flatten, Permute, UniformBox
 from .models import (
-    IMAGE_MODELS, ImageFlow, build_image_flow, glow, load_image_flow, nice, realnvp, resflow,
+    IMAGE_MODELS,
+    ImageFlow,
+    build_image_flow,
+    glow,
+    load_image_flow,
+    nice,
+    realnvp,
+    resflow,
 )
 from .png import make_grid, write_png
 

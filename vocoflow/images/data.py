@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from vocoflow.atomic import atomic_open, atomic_write_text
+
 __all__ = [
     "ImageDataError", "read_idx", "load_idx_split", "load_cifar10", "load_digits",
     "load_raw_dataset", "save_prepared", "load_prepared", "ImageDataset", "DATASETS",
@@ -220,14 +222,11 @@ def save_prepared(data_dir: str | Path, name: str, splits: dict) -> dict:
     data_dir.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": name, "splits": {}}
     for split, (images, labels) in splits.items():
-        tmp = data_dir / f".{split}.pt.tmp"
-        torch.save({"images": images.contiguous(), "labels": labels.contiguous()}, tmp)
-        tmp.replace(data_dir / f"{split}.pt")
+        with atomic_open(data_dir / f"{split}.pt", "wb") as f:
+            torch.save({"images": images.contiguous(), "labels": labels.contiguous()}, f)
         meta["splits"][split] = len(images)
         meta["image_shape"] = list(images.shape[1:])
-    tmp = data_dir / ".meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp.replace(data_dir / "meta.json")
+    atomic_write_text(data_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
     return meta
 
 

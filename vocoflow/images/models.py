@@ -16,8 +16,20 @@ import torch
 from torch import nn
 
 from vocoflow.flows import (
-    ActNorm, AdditiveCoupling, AffineCoupling, Bijector, Flow, Inverse, Invertible1x1Conv,
-    Logistic, Normal, ResidualBlock, Scale, Sequential, Split, Squeeze,
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    Bijector,
+    Flow,
+    Inverse,
+    Invertible1x1Conv,
+    Logistic,
+    Normal,
+    ResidualBlock,
+    Scale,
+    Sequential,
+    Split,
+    Squeeze,
 )
 from vocoflow.nets.resnet import ZeroConv2d, glow_factory, resnet_factory
 from vocoflow.registry import ClassChoices
@@ -301,16 +313,16 @@ def glow(image_shape, levels: int = 3, steps: int = 32, hidden: int = 512,
             cpl = AdditiveCoupling(c, mask="channel", conditioner=factory, ndim=2)
         return [ActNorm(c), Invertible1x1Conv(c, lu=lu), cpl]
 
-    def level(c, l):
+    def level(c, lvl):
         c4 = 4 * c
         layers: list[Bijector] = [Squeeze(2)]
         for _ in range(steps):
             layers += step(c4)
-        if l < levels - 1:
+        if lvl < levels - 1:
             early = c4 // 2
             rest = c4 - early
             pri = _SplitPrior(rest, early) if split_prior else None
-            layers.append(Split(early, level(rest, l + 1), prior=pri))
+            layers.append(Split(early, level(rest, lvl + 1), prior=pri))
         layers.append(Inverse(Squeeze(2)))
         return Sequential(*layers)
 
@@ -374,16 +386,16 @@ def resflow(image_shape, levels: int = 3, blocks: int = 4, hidden: int = 512,
                                      conv_norm=conv_norm if ndim else "frequency", **block_kw))
         return out
 
-    def stage(c, h, w, l):
+    def stage(c, h, w, lvl):
         layers = res_blocks(c, 2, hidden, kernel_size)
-        if l < levels - 1:
+        if lvl < levels - 1:
             layers.append(Squeeze(2))
             c4, h2, w2 = 4 * c, h // 2, w // 2
             if factor_out:
                 early = c4 // 2
-                layers.append(Split(early, stage(c4 - early, h2, w2, l + 1)))
+                layers.append(Split(early, stage(c4 - early, h2, w2, lvl + 1)))
             else:
-                layers.append(stage(c4, h2, w2, l + 1))
+                layers.append(stage(c4, h2, w2, lvl + 1))
             layers.append(Inverse(Squeeze(2)))
         elif fc_blocks:
             shape = (c, h, w)

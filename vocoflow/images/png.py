@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from vocoflow.atomic import atomic_write_bytes
+
 __all__ = ["make_grid", "write_png", "read_png_size"]
 
 
@@ -52,10 +54,7 @@ def write_png(path: str | Path, image: torch.Tensor) -> None:
     header = struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, 0)
     data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
             + _chunk(b"IDAT", zlib.compress(raw.numpy().tobytes(), 9)) + _chunk(b"IEND", b""))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write_bytes(path, data)
 
 
 def read_png_size(path: str | Path) -> tuple[int, int]:

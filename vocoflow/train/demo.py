@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vocoflow.audio._files import atomic_open, atomic_write_text
+from vocoflow.atomic import atomic_open, atomic_write_text
 from vocoflow.flows import ActNorm, AffineCoupling, Flow, Normal, Reverse, Sequential
 
 __all__ = ["two_moons", "build_toy_flow", "run_demo"]

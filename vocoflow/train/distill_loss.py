@@ -41,7 +41,11 @@ import torch
 
 from vocoflow.flows import gaussian_log_prob
 from vocoflow.train.losses import (
-    MultiResolutionSTFTLoss, closed_form_kl, log_scale_loss, monte_carlo_kl, stft_resolutions,
+    MultiResolutionSTFTLoss,
+    closed_form_kl,
+    log_scale_loss,
+    monte_carlo_kl,
+    stft_resolutions,
 )
 
 from .vocoder_task import ConfigError

@@ -18,7 +18,11 @@ from pathlib import Path
 import torch
 
 from vocoflow.images import (
-    ImageDataset, build_image_flow, load_prepared, make_grid, uniform_noise,
+    ImageDataset,
+    build_image_flow,
+    load_prepared,
+    make_grid,
+    uniform_noise,
 )
 from vocoflow.train.trainer_config import TrainConfig
 

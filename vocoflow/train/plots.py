@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vocoflow.audio._files import atomic_open
+from vocoflow.atomic import atomic_open
 
 __all__ = ["plot_training_log"]
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -36,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
-from vocoflow.audio._files import atomic_write_text
+from vocoflow.atomic import atomic_write_text, replace_dir
 
 from .trainer_config import TrainConfig
 
@@ -193,10 +192,8 @@ class Trainer:
                      "bad_steps": bad_steps, "num_processes": acc.num_processes,
                      "batch_size": self.cfg.batch_size, "time": time.time()}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-            if final.exists():
-                shutil.rmtree(final)
-            # a whole directory is renamed into place (audio._files replaces single files)
-            os.replace(tmp, final)
+            # the whole directory is swapped into place (an old one of that step is removed after)
+            replace_dir(tmp, final)
             old = sorted(p for p in ckdir.iterdir() if p.name.startswith(CKPT_PREFIX))
             for p in old[: max(0, len(old) - self.cfg.keep_checkpoints)]:
                 shutil.rmtree(p, ignore_errors=True)

@@ -11,18 +11,22 @@
 * synthesis helpers: :class:`Denoiser`, :func:`chunked_infer`
 """
 
+from .api import Vocoder, load, noise_for
 from .base import MelModelConfig, MelModelMixin
-from .models import VOCODER_MODELS
+from .checkpoint import FORMAT, VERSION, SavedVocoder, VocoderError, read_vocoder_dir, save_vocoder
 from .config import (
-    build_model, features_from_config, load_config, load_model_config, model_config_from,
+    build_model,
+    features_from_config,
+    load_config,
+    load_model_config,
+    model_config_from,
     model_type,
 )
-from .checkpoint import FORMAT, VERSION, SavedVocoder, VocoderError, read_vocoder_dir, save_vocoder
-from .api import Vocoder, load, noise_for
-from .synthesis import Denoiser, chunked_infer, looks_normalized, snr_db
-from .waveglow import COUPLINGS, WaveGlow, WaveGlowConfig, bf16_conditioners
+from .models import VOCODER_MODELS
 from .student import IAFStudent, StudentConfig
+from .synthesis import Denoiser, chunked_infer, looks_normalized, snr_db
 from .teacher import WaveNetTeacher, WaveNetTeacherConfig
+from .waveglow import COUPLINGS, WaveGlow, WaveGlowConfig, bf16_conditioners
 
 __all__ = [
     "WaveGlow", "WaveGlowConfig", "COUPLINGS", "bf16_conditioners",

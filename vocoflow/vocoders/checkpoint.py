@@ -16,8 +16,6 @@ the checked parts, from which :class:`~vocoflow.vocoders.Vocoder` is built.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 import yaml
 
+from vocoflow.atomic import atomic_dir
 from vocoflow.audio import MelConfig, Stats
 from vocoflow.yamlfile import YAMLFileError, read_yaml_file
 
@@ -120,33 +119,15 @@ def save_vocoder(model, config: dict, out_dir, stats=None, normalize: bool | Non
                                f"refusing to replace it")
     parent = out_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
-    # the whole directory is swapped in at once (audio._files replaces single files only)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp.", dir=parent))
-    try:
+    # the whole directory is swapped in at once
+    with atomic_dir(out_dir) as tmp:
         with open(tmp / "config.yaml", "w", encoding="utf-8") as f:
             f.write("# vocoflow vocoder (load with vocoflow.load(DIR))\n")
             yaml.safe_dump(_plain(doc), f, sort_keys=False, default_flow_style=False)
         torch.save(_state_dict(model), tmp / "model.pt")
         if arrays is not None:
             np.savez(tmp / "stats.npz", mean=arrays[0], scale=arrays[1])
-        os.chmod(tmp, 0o777 & ~_umask())
-        old = None
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=parent))
-            os.replace(out_dir, old / "dir")
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _plain(x):

@@ -28,7 +28,11 @@ from torch import nn
 
 from vocoflow.flows import IAF, Logistic, Normal, gaussian_log_prob
 from vocoflow.flows.elementwise import (
-    AffineMap, ChainMap, ElementwiseMap, MixLogisticMap, make_map,
+    AffineMap,
+    ChainMap,
+    ElementwiseMap,
+    MixLogisticMap,
+    make_map,
 )
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import BlockedWN

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["chunked_infer", "Denoiser", "looks_normalized", "snr_db"]
+__all__ = ["chunked_infer", "Denoiser", "looks_normalized", "snr_db", "activate"]
 
 
 def snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> float:
@@ -146,3 +146,16 @@ def looks_normalized(mel: np.ndarray, mean: np.ndarray | None, scale: np.ndarray
         return verdict, (f"per-bin means are {d_norm:.2f} training std from a normalised mel and "
                          f"{d_raw:.2f} from a raw one")
     return None, f"undecided (d_norm={d_norm:.2f}, d_raw={d_raw:.2f})"
+
+
+def activate(model: torch.nn.Module, std: float = 0.01) -> None:
+    """Give the zero-initialised output layers of a fresh model's WN conditioners small random
+    weights, so every coupling does something (speed is the same; the bf16-vs-fp32 SNR and
+    chunked-vs-whole comparisons of ``vocoflow benchmark`` would otherwise be trivially exact)."""
+    from vocoflow.nets.wavenet import WN
+
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, WN):
+                m.end.weight.copy_(torch.randn(m.end.weight.shape, generator=g) * std)

@@ -24,8 +24,16 @@ import torch
 from torch import nn
 
 from vocoflow.flows import (
-    AdditiveCoupling, AffineCoupling, Invertible1x1Conv, MixLogisticCoupling, Normal,
-    ResidualBlock, Sequential, Split, Squeeze, gaussian_log_prob,
+    AdditiveCoupling,
+    AffineCoupling,
+    Invertible1x1Conv,
+    MixLogisticCoupling,
+    Normal,
+    ResidualBlock,
+    Sequential,
+    Split,
+    Squeeze,
+    gaussian_log_prob,
 )
 from vocoflow.nets.excitation import HarmonicExcitation
 from vocoflow.nets.pitch import PitchPredictor

@@ -127,7 +127,8 @@ def main(argv=None):
         )
         print(f"{name}: {len(chosen)} utterances", file=sys.stderr)
     for reason, rels in sorted(skipped.items()):
-        print(f"skipped ({reason}): {len(rels)}: {' '.join(rels[:8])}{' ...' if len(rels) > 8 else ''}", file=sys.stderr)
+        print(f"skipped ({reason}): {len(rels)}: {' '.join(rels[:8])}{' ...' if len(rels) > 8 else ''}",
+              file=sys.stderr)
     return 0
 
 

@@ -52,7 +52,8 @@ def main(argv=None):
         n_held = args.n_dev + args.n_eval
         if len(ids) > n_held:
             n_train = len(ids) - n_held
-            parts = {"train": ids[:n_train], "dev": ids[n_train:n_train + args.n_dev], "eval": ids[n_train + args.n_dev:]}
+            parts = {"train": ids[:n_train], "dev": ids[n_train:n_train + args.n_dev],
+                     "eval": ids[n_train + args.n_dev:]}
         else:
             parts = {"train": ids, "dev": [], "eval": []}
         for name, chosen in parts.items():

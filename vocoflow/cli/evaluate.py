@@ -109,10 +109,17 @@ def heldout_nll(model_dir: str, dump_dir: str, max_seconds: float | None = None)
             item = ds[i]
             audio = torch.as_tensor(item["audio"])[None].to(voc.device, voc.dtype)
             mel = torch.as_tensor(item["mel"])[None].to(voc.device, voc.dtype)
+            # a vocoder with an excitation is scored given the dump's tracked F0 (its density is
+            # p(audio | mel, F0)); without an f0.scp, given the F0 it predicts from the mel
+            f0 = item.get("f0") if voc.uses_excitation else None
+            if f0 is not None:
+                f0 = torch.as_tensor(f0)[None].to(voc.device, voc.dtype)
             if max_seconds:
                 frames = int(max_seconds * voc.sample_rate) // voc.hop_length
                 audio, mel = audio[:, : frames * voc.hop_length], mel[..., :frames]
-            total += -float(voc.model.log_prob(audio, mel, sigma).sum())
+                f0 = None if f0 is None else f0[:, :frames]
+            kw = {"f0": f0} if voc.uses_excitation else {}
+            total += -float(voc.model.log_prob(audio, mel, sigma, **kw).sum())
             samples += audio.shape[-1]
     return total / samples
 

@@ -91,7 +91,7 @@ class DistillTask(VocoderTask):
             self.teacher.to(ref.device)
 
     def loss(self, model, batch, indices, step):
-        audio, mel = batch
+        audio, mel = batch[:2]  # a dump with F0 adds a third element the student does not use
         self._teacher_to(mel)
         obj = self.objective(model)
         noise = self._item_noise(indices, step, audio.shape[-1]).to(mel)
@@ -107,7 +107,7 @@ class DistillTask(VocoderTask):
         self._teacher_to(next(model.parameters()))
         obj = self.objective(model)
         sums: dict[str, float] = {}
-        for j, (_, audio, mel) in enumerate(items):
+        for j, (_, audio, mel, *_) in enumerate(items):
             g = torch.Generator().manual_seed(self.seed * 7919 + j)
             noise = torch.randn(1, audio.shape[-1], generator=g)
             fwd = torch.randn(1, audio.shape[-1], generator=g)
@@ -121,7 +121,7 @@ class DistillTask(VocoderTask):
     def log_media(self, model, writer, step):
         sr = self.features.sample_rate
         sigma = float((self.config.get("synthesis") or {}).get("sigma", 1.0))
-        for utt, audio, mel in self._dev_items()[: self.media_utterances]:
+        for utt, audio, mel, *_ in self._dev_items()[: self.media_utterances]:
             wav = model.infer(mel[None], sigma=sigma,
                               generator=torch.Generator().manual_seed(0))[0].clamp(-1, 1)
             writer.add_audio(f"dev/{utt}/student", wav[None], step, sample_rate=sr)

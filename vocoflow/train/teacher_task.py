@@ -56,7 +56,7 @@ class TeacherTask(VocoderTask):
         sr = self.features.sample_rate
         hop = self.features.hop_length
         frames = max(1, int(self.media_seconds * sr) // hop)
-        for utt, _, mel in self._dev_items()[: self.media_utterances]:
+        for utt, _, mel, *_ in self._dev_items()[: self.media_utterances]:
             wav = model.infer(mel[None, :, :frames], sigma=1.0,
                               generator=torch.Generator().manual_seed(0))[0].clamp(-1, 1)
             writer.add_audio(f"dev/{utt}/teacher_sample", wav[None], step, sample_rate=sr)

@@ -48,7 +48,8 @@ class VocoderTask:
     is added with ``spectral_weight`` (MR-STFT, 0 = off, the default) and ``mel_loss_weight``
     (log-mel L1, default: equal to ``spectral_weight``), every ``spectral_every`` steps
     (default 1). The NLL is always computed, logged and kept in the loss (``nll_weight``,
-    default 1).
+    default 1). A model with ``prior: mel`` gets its prior fitted to the frame energy of the
+    first ``prior_init_utterances`` (default 64; 0 = zero initialisation) training utterances.
     """
 
     def __init__(self, config: dict, train_dump: str | os.PathLike,
@@ -82,6 +83,7 @@ class VocoderTask:
         self.spectral_every = int(tr.get("spectral_every", 1))
         self.pitch_weight = float(tr.get("pitch_weight", 1.0))
         self.nll_weight = float(tr.get("nll_weight", 1.0))
+        self.prior_init_utterances = int(tr.get("prior_init_utterances", 64))
         if self.spectral_every < 1:
             raise ConfigError(f"train.spectral_every must be >= 1, got {self.spectral_every}")
         self._spectral = None
@@ -115,7 +117,56 @@ class VocoderTask:
             model.pitch.set_statistics(mean, std)
             log.info("log-F0 statistics of %s: mean %.3f (%.1f Hz), std %.3f over %d voiced frames",
                      self.train_dump, mean, float(torch.tensor(mean).exp()), std, n)
+        if getattr(model, "prior_net", None) is not None and self.prior_init_utterances > 0:
+            rmse, n = self.fit_prior(model)
+            log.info("mel prior fitted to the frame energy of %d frames (NLL %.3f nats/sample "
+                     "lower than N(0, sigma^2))", n, rmse)
         return model
+
+    def fit_prior(self, model, iterations: int = 200):
+        """Data-dependent initialisation of the mel prior (PriorGrad-style): the per-frame
+        log-scale is a linear function of the frame's mel; fit it by maximum likelihood of the
+        frames' samples under ``N(0, (sigma * s_t)^2)`` over the first
+        ``prior_init_utterances`` training utterances (a convex problem: L-BFGS). At
+        initialisation the flow is close to an orthogonal map, so this is the likelihood the
+        prior starts the flow at. Returns ``(mean NLL gain per sample in nats, frames used)``."""
+        ds = self.train_dataset()
+        hop = self.features.hop_length
+        xs, ms = [], []
+        for u in ds.utt_ids[: self.prior_init_utterances]:
+            audio, mel = ds.load(u)  # mel (frames, n_mels) in the dump's (model's) space
+            frames = mel.shape[0]
+            a = torch.as_tensor(audio[: frames * hop], dtype=torch.float64).reshape(frames, hop)
+            ms.append(a.pow(2).mean(dim=1))
+            xs.append(torch.tensor(mel, dtype=torch.float64))
+        x, msq = torch.cat(xs), torch.cat(ms) / self.sigma ** 2
+        w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+        b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        c = model.config.prior_clamp
+
+        def nll():  # per sample, up to the constant; the soft clamp as in the model
+            ls = c * torch.tanh((x @ w + b) / c)
+            return (0.5 * msq * torch.exp(-2 * ls) + ls).mean()
+
+        with torch.no_grad():
+            start = nll().item()
+            # start from the mean energy
+            b.fill_(0.5 * float(torch.log(msq.mean().clamp_min(1e-12))))
+        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = nll()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            end = nll().item()
+        with torch.no_grad():
+            model.prior_net.weight.copy_(w.detach().reshape(model.prior_net.weight.shape))
+            model.prior_net.bias.copy_(b.detach().reshape(1))
+        return start - end, len(x)
 
     def lf0_statistics(self):
         """``(mean, std, n)`` of log-F0 over the voiced frames of the training dump."""
@@ -182,10 +233,14 @@ class VocoderTask:
                 torch.randn(g, audio.shape[-1] // g, generator=torch.Generator().manual_seed(
                     (self.seed * 7919 + step) * 10_009 + int(i)))
                 for i in indices]).to(audio)
-        out = model(self._noise(audio, indices, step), mel, sigma=self.sigma,
-                    sample_sigma=self.spectral_sigma if spectral else None, noise=noise,
-                    pitch_loss=pitch, **self._f0_kwargs(f0))
-        nll = (-out["log_prob"] / audio.shape[-1]).mean()
+        x = self._noise(audio, indices, step)
+        if not (spectral or pitch):  # plain maximum likelihood (also the teacher task's path)
+            out = None
+            nll = self.nll_terms(model, x, mel, **self._f0_kwargs(f0)).mean()
+        else:
+            out = model(x, mel, sigma=self.sigma, sample_sigma=self.spectral_sigma if spectral else None,
+                        noise=noise, pitch_loss=pitch, **self._f0_kwargs(f0))
+            nll = (-out["log_prob"] / audio.shape[-1]).mean()
         total = self.nll_weight * nll
         logs = {"nll": nll.item()}
         if spectral:
@@ -229,8 +284,9 @@ class VocoderTask:
         total, samples = 0.0, 0
         vuv_err, f0_err, voiced, frames = 0.0, 0.0, 0, 0
         for _, audio, mel, f0 in items:
-            nll = self.nll_terms(model, audio[None], mel[None], None if f0 is None else f0[None])
-            total += float(nll.sum()) * audio.shape[-1]
+            kw = self._f0_kwargs(None if f0 is None else f0[None])
+            nll = self.nll_terms(model, audio[None], mel[None], **kw)
+            total += float(nll.detach().sum()) * audio.shape[-1]
             samples += audio.shape[-1]
             if self.uses_f0 and f0 is not None:  # the pitch predictor against the tracker
                 pred = model.predict_f0(mel[None])[0]

@@ -108,7 +108,7 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
     pitch_channels: int = 128
     pitch_layers: int = 4
     prior: str = "none"
-    prior_clamp: float = 3.0
+    prior_clamp: float = 12.0
     cond_proj: int = 0
 
     def __post_init__(self):

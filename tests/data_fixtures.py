@@ -56,3 +56,29 @@ def make_good_data_dir(root, n: int = 4, sr: int = 16000, seconds: float = 0.6, 
     data = os.path.join(root, "data")
     write_data_dir(data, wav, u2s, text)
     return data
+
+
+def make_tone_dumps(root, counts=(("train", 4), ("dev", 2)), seconds=0.5, freq=180.0, step=70.0,
+                    pitch=None) -> dict:
+    """Normalised dump dirs ``root/norm/<set>`` of short tones (utterance ``i`` of a set lasts
+    ``seconds + 0.1 i`` at ``freq + step i`` Hz), with statistics of the first set and, with a
+    :class:`~vocoflow.audio.pitch.PitchConfig`, F0 tracks. Returns ``{set: Path}``."""
+    from pathlib import Path
+
+    from vocoflow.audio import compute_stats, get_preset, normalize, preprocess, write_data_dir
+
+    root = Path(root)
+    cfg = get_preset("asterisk16k")
+    for name, n in counts:
+        wav = {f"{name}{i}": write_wav(root / name / f"{name}{i}.wav",
+                                       tone(16000, seconds + 0.1 * i, freq + step * i, seed=i))
+               for i in range(n)}
+        write_data_dir(root / "data" / name, wav, {k: "s" for k in wav})
+        assert preprocess(root / "data" / name, root / "raw" / name, cfg, pitch=pitch).n_ok == n
+    first = counts[0][0]
+    compute_stats(root / "raw" / first)
+    out = {}
+    for name, _ in counts:
+        normalize(root / "raw" / name, root / "raw" / first / "stats.npz", root / "norm" / name)
+        out[name] = root / "norm" / name
+    return out

@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data_fixtures import tone, write_wav
 from flowcheck import randomize
 from vocoflow.train.distill_loss import DistillLossConfig, DistillObjective
 from vocoflow.train.losses import MultiResolutionSTFTLoss, closed_form_kl, gaussian_kl
@@ -194,21 +193,10 @@ def test_multi_resolution_stft_loss():
 # ---------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def dumps(tmp_path_factory):
-    from vocoflow.audio import compute_stats, get_preset, normalize, preprocess, write_data_dir
+    from data_fixtures import make_tone_dumps
 
     root = tmp_path_factory.mktemp("distill")
-    cfg = get_preset("asterisk16k")
-    out = {}
-    for name, n in (("train", 4), ("dev", 2)):
-        wav = {f"{name}{i}": write_wav(root / name / f"{name}{i}.wav",
-                                       tone(16000, 0.5 + 0.1 * i, 180 + 70 * i, seed=i))
-               for i in range(n)}
-        write_data_dir(root / "data" / name, wav, {k: "s" for k in wav})
-        assert preprocess(root / "data" / name, root / "raw" / name, cfg).n_ok == n
-    compute_stats(root / "raw" / "train")
-    for name in ("train", "dev"):
-        normalize(root / "raw" / name, root / "raw" / "train" / "stats.npz", root / "norm" / name)
-        out[name] = root / "norm" / name
+    out = make_tone_dumps(root)
     # a tiny Gaussian WaveNet teacher trained with `vocoflow train`
     assert cli_main.main(["train", "--config", str(CONFIGS / "wavenet_teacher_debug.yaml"),
                           "--train-dump", str(out["train"]), "--dev-dump", str(out["dev"]),

@@ -304,28 +304,16 @@ def test_source_filter_waveglow_trains_from_the_cli_and_teaches_a_student(tmp_pa
     import json
     from pathlib import Path
 
-    from data_fixtures import tone, write_wav
-    from vocoflow.audio import compute_stats, get_preset, normalize, preprocess, write_data_dir
+    from data_fixtures import make_tone_dumps
 
     cli_main = importlib.import_module("vocoflow.cli.main")
     from vocoflow.cli.evaluate import heldout_nll
     from vocoflow.vocoders import load
 
     root = Path(__file__).resolve().parent.parent
-    cfg = get_preset("asterisk16k")
-    dumps = {}
-    for name, n in (("train", 3), ("dev", 2)):
-        wav = {f"{name}{i}": write_wav(tmp_path / name / f"{name}{i}.wav",
-                                       tone(16000, 0.6 + 0.1 * i, 150 + 40 * i, seed=i))
-               for i in range(n)}
-        write_data_dir(tmp_path / "data" / name, wav, {k: "s" for k in wav})
-        assert preprocess(tmp_path / "data" / name, tmp_path / "raw" / name, cfg,
-                          pitch=PitchConfig()).n_ok == n
-    compute_stats(tmp_path / "raw" / "train")
+    dumps = make_tone_dumps(tmp_path, (("train", 3), ("dev", 2)), seconds=0.6, freq=150.0,
+                            step=40.0, pitch=PitchConfig())
     for name in ("train", "dev"):
-        normalize(tmp_path / "raw" / name, tmp_path / "raw" / "train" / "stats.npz",
-                  tmp_path / "norm" / name)
-        dumps[name] = tmp_path / "norm" / name
         assert (dumps[name] / "f0.scp").is_file()
     conf = root / "egs" / "asterisk_en" / "voc1" / "conf" / "debug.yaml"
     assert cli_main.main(["train", "--config", str(conf), "--train-dump", str(dumps["train"]),

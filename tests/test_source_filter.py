@@ -323,6 +323,19 @@ def test_source_filter_waveglow_trains_from_the_cli_and_teaches_a_student(tmp_pa
     assert voc.uses_excitation and voc.model.prior_net is not None
     f0 = voc.predict_f0(torch.zeros(80, 10) - 3.0)
     assert f0.shape == (10,)
+    # decode with the dump's F0 (a TTS front end's F0 in the same format); a track of the wrong
+    # length is recorded per utterance and the others are still written
+    f0_scp = dumps["dev"] / "f0.scp"
+    assert cli_main.main(["decode", "--model", str(tmp_path / "wg" / "model"), "--no-progress",
+                          "--feats-scp", str(dumps["dev"] / "feats.scp"), "--no-normalize",
+                          "--f0-scp", str(f0_scp), "--out-dir", str(tmp_path / "dec")]) == 0
+    assert sorted(p.name for p in (tmp_path / "dec").glob("*.wav")) == ["dev0.wav", "dev1.wav"]
+    bad = tmp_path / "bad_f0.scp"
+    bad.write_text(f0_scp.read_text().splitlines()[0] + "\n")  # dev1 has no F0
+    assert cli_main.main(["decode", "--model", str(tmp_path / "wg" / "model"), "--no-progress",
+                          "--feats-scp", str(dumps["dev"] / "feats.scp"), "--no-normalize",
+                          "--f0-scp", str(bad), "--out-dir", str(tmp_path / "dec2")]) == 2
+    assert "no F0 for utterance dev1" in (tmp_path / "dec2" / "bad_utts").read_text()
     nll = heldout_nll(str(tmp_path / "wg" / "model"), str(dumps["dev"]))
     assert math.isfinite(nll)
     assert cli_main.main(["distill", "--teacher", str(tmp_path / "wg" / "model"),

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .dump import read_utt2num_frames, require_complete
-from .kaldi_io import load_feat, read_scp, resolve_entry
+from .kaldi_io import load_f0, load_feat, read_scp
 from .mel import MelConfig
 from .stats import Stats
 from .wav_scp import load_wav_entry
@@ -161,16 +161,8 @@ class AudioMelDataset(Dataset):
         number of mel frames."""
         if self._f0 is None:
             raise ValueError(f"{self.dump_dir}: no f0.scp (preprocess this dump with --pitch dio)")
-        name = f"{self._f0_scp}: utterance {utt}"
-        import kaldiio
-
-        f0 = np.asarray(kaldiio.load_mat(resolve_entry(self._f0[utt], self._f0_scp), fd_dict=self._files()),
-                        dtype=np.float32)
-        if f0.ndim != 1 or len(f0) != frames:
-            raise ValueError(f"{name}: F0 track of shape {f0.shape} does not match {frames} mel frames")
-        if not np.all(np.isfinite(f0)) or (f0 < 0).any():
-            raise ValueError(f"{name}: F0 must be finite and >= 0 Hz")
-        return f0
+        return load_f0(self._f0[utt], frames, name=f"{self._f0_scp}: utterance {utt}",
+                       fd_dict=self._files(), scp_path=self._f0_scp)
 
     def rng(self, index: int) -> np.random.Generator:
         """The generator of item ``index`` in the current epoch."""

@@ -330,13 +330,11 @@ def preprocess(
         raise
     atomic_write_text(os.path.join(dump_dir, "utt2num_frames"), "".join(num_frames))
     config.save(os.path.join(dump_dir, "feats_config.yaml"))
-    pitch_path = os.path.join(dump_dir, "pitch_config.yaml")
-    if pitch is not None:
+    if pitch is not None:  # (start_dump removed any earlier run's f0.scp and pitch_config.yaml)
         import yaml
 
-        atomic_write_text(pitch_path, yaml.safe_dump(pitch.to_dict(), sort_keys=False))
-    elif os.path.exists(pitch_path):
-        os.remove(pitch_path)
+        atomic_write_text(os.path.join(dump_dir, "pitch_config.yaml"),
+                          yaml.safe_dump(pitch.to_dict(), sort_keys=False))
     result.audio_seconds = result.frames * hop / config.sample_rate
     result.elapsed = time.perf_counter() - t0
     finish_dump(

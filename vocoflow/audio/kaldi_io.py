@@ -129,6 +129,23 @@ def load_feat(value: str, n_mels: int | None = None, name: str = "features", fd_
     return np.ascontiguousarray(as_frames_by_mels(arr, n_mels, name), dtype=np.float32)
 
 
+def load_f0(value: str, frames: int, name: str = "F0", fd_dict: dict | None = None,
+            scp_path: str | None = None) -> np.ndarray:
+    """Load one scp value holding an F0 track (a Kaldi float vector, Hz per frame, ``0`` =
+    unvoiced, as ``preprocess --pitch`` writes to ``f0.scp``) as float32 ``(frames,)``, checked
+    against the number of mel frames and for finite, non-negative values."""
+    entry = resolve_entry(value, scp_path)
+    try:
+        f0 = np.asarray(kaldiio.load_mat(entry, fd_dict=fd_dict), dtype=np.float32)
+    except Exception as e:  # kaldiio raises many kinds of errors
+        raise ValueError(f"{name}: cannot read an F0 track from {value!r} ({type(e).__name__}: {e})") from None
+    if f0.ndim != 1 or len(f0) != frames:
+        raise ValueError(f"{name}: F0 track of shape {f0.shape} does not match {frames} mel frames")
+    if not np.all(np.isfinite(f0)) or (f0 < 0).any():
+        raise ValueError(f"{name}: F0 must be finite and >= 0 Hz")
+    return f0
+
+
 def read_feats(scp: str | os.PathLike, n_mels: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """Iterate ``(utt_id, float32 array (frames, n_mels))`` over a ``feats.scp``.
 

@@ -169,7 +169,7 @@ def cmd_decode(args) -> int:
         raise CLIError("no utterances found in the input")
     f0_entries = None
     if args.f0_scp:
-        from vocoflow.audio.kaldi_io import read_scp, resolve_entry
+        from vocoflow.audio.kaldi_io import load_f0, read_scp
 
         if not voc.uses_excitation:
             raise CLIError(f"--f0-scp: {args.model} takes no F0 (it has no excitation)")
@@ -178,16 +178,10 @@ def cmd_decode(args) -> int:
         except (OSError, ValueError) as e:
             raise CLIError(f"--f0-scp: {e}") from None
 
-    def load_f0(u, frames):
-        import kaldiio
-        import numpy as np
-
+    def f0_of(u, frames):
         if u not in f0_entries:
             raise ValueError(f"{args.f0_scp}: no F0 for utterance {u}")
-        f0 = np.asarray(kaldiio.load_mat(resolve_entry(f0_entries[u], args.f0_scp)), np.float32).reshape(-1)
-        if len(f0) != frames:
-            raise ValueError(f"{args.f0_scp}: utterance {u}: {len(f0)} F0 values for {frames} mel frames")
-        return f0
+        return load_f0(f0_entries[u], frames, name=f"{args.f0_scp}: utterance {u}", scp_path=args.f0_scp)
     os.makedirs(args.out_dir, exist_ok=True)
     failures: list[tuple[str, str]] = []
     written = 0
@@ -209,7 +203,7 @@ def cmd_decode(args) -> int:
             keep, f0s = [], []
             for u, m in pending:
                 try:
-                    f0s.append(load_f0(u, m.shape[-1]))
+                    f0s.append(f0_of(u, m.shape[-1]))
                     keep.append((u, m))
                 except (OSError, ValueError) as e:
                     failures.append((u, f"bad F0: {e}"))

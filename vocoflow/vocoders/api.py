@@ -296,8 +296,9 @@ class Vocoder:
         if not self.uses_excitation:
             raise VocoderError(f"{self._where()}: f0 given, but this vocoder takes no F0 "
                                "(no excitation)")
-        f0 = torch.as_tensor(np.asarray(f0, dtype=np.float32) if not isinstance(f0, torch.Tensor)
-                             else f0, dtype=torch.float32)
+        # numpy input is copied (it may be a read-only view of an ark)
+        f0 = torch.as_tensor(f0 if isinstance(f0, torch.Tensor) else np.array(f0, dtype=np.float32),
+                             dtype=torch.float32)
         if f0.dim() == 1:
             f0 = f0[None]
         if tuple(f0.shape) != (batch, frames):

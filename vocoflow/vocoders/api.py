@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import zlib
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from .config import DEFAULT_SYNTHESIS
 from .synthesis import Denoiser, chunked_infer, looks_normalized
 from .waveglow import bf16_conditioners
 
-__all__ = ["Vocoder", "load", "noise_for", "cpu_has_amx"]
+__all__ = ["Vocoder", "load", "noise_for", "cpu_has_amx", "log_base_mismatch"]
 
 log = logging.getLogger("vocoflow.vocoders")
 
@@ -54,6 +55,121 @@ def noise_for(utt_id: str, seed: int, shape, dtype=torch.float32) -> torch.Tenso
     same noise whatever batch it is decoded in."""
     g = torch.Generator().manual_seed((int(seed) * 1000003 + zlib.crc32(utt_id.encode())) % 2**63)
     return torch.randn(shape, generator=g, dtype=dtype)
+
+
+#: the largest peak :meth:`Vocoder.mel` accepts in float samples (audio is in [-1, 1]; a little
+#: overshoot from resampling or synthesis passes, int16-scaled floats do not)
+MAX_FLOAT_PEAK = 2.0
+
+
+def _check_samples(x: torch.Tensor) -> None:
+    """Refuse waveforms that are not float samples in [-1, 1] (see :meth:`Vocoder.mel`)."""
+    if x.dtype == torch.bool or x.is_complex():
+        raise VocoderError(f"mel(): waveform of dtype {x.dtype}; expected float samples in [-1, 1]")
+    if not x.is_floating_point():
+        peak = int(x.abs().max()) if x.numel() else 0
+        hint = " (divide int16 PCM by 32768)" if x.dtype == torch.int16 else ""
+        raise VocoderError(f"mel(): waveform of integer dtype {str(x.dtype).replace('torch.', '')} "
+                           f"(peak {peak}); expected float samples in [-1, 1]{hint}")
+    if x.numel() == 0:
+        return
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        raise VocoderError(f"mel(): waveform has NaN or infinite samples ({int((~finite).sum())} "
+                           f"of {x.numel()})")
+    peak = float(x.abs().max())
+    if peak > MAX_FLOAT_PEAK:
+        hint = " (it looks like int16-scaled audio: divide by 32768)" if peak > 256 else ""
+        raise VocoderError(f"mel(): float waveform with peak {peak:.4g}; expected samples in "
+                           f"[-1, 1]{hint}")
+
+
+def _check_knob(name: str, value) -> float:
+    """``sigma``/``denoise`` as a finite float >= 0, else :class:`VocoderError`."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise VocoderError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise VocoderError(f"{name} must be finite and >= 0, got {value!r}")
+    return v
+
+
+_LN10 = math.log(10.0)
+_BASE_NAMES = {"ln": "natural-log (ln)", "log10": "log10"}
+
+
+def _log_of(base: str, value: float) -> float:
+    return math.log(value) if base == "ln" else math.log10(value)
+
+
+def _power_of_ten_floor(v: float, base: str) -> int | None:
+    """``k`` when ``v`` is ``log_base(10 ** -k)`` for an integer ``k`` in 1..20 (a clamp floor)."""
+    k = -v if base == "log10" else -v / _LN10
+    kr = round(k)
+    if 1 <= kr <= 20 and abs(v - _log_of(base, 10.0 ** -kr)) <= 1e-3:
+        return int(kr)
+    return None
+
+
+def log_base_mismatch(mel: np.ndarray, features: MelConfig, mean: np.ndarray | None = None,
+                      scale: np.ndarray | None = None) -> tuple[str | None, str]:
+    """Whether one raw mel ``(n_mels, frames)`` was taken in the *other* log base than
+    ``features.log`` (log10 for an ln model, ln for a log10 model).
+
+    Returns ``(base, reason)``: ``base`` is the other base's name when the evidence says so,
+    else ``None``. The rules, in order (``r`` converts other-base values to the model's base:
+    ``ln(10)`` or ``1 / ln(10)``):
+
+    1. The floor: raw log-mels of audio with digital silence take their minimum value many
+       times (the clamp). When that minimum (repeated in at least 0.5% of the entries) is the
+       model's own floor, the base is right. When it is ``log(10 ** -k)`` in the other base
+       for an integer ``k`` (e.g. -5.000 = log10(1e-5), -11.513 = ln(1e-5)) and not in the
+       model's base, the mel is in the other base.
+    2. With statistics: the per-bin means ``m`` against the training mean/scale as given
+       (``d_raw``), read in the other base (``d_other``, of ``m * r``) and as normalised
+       (``d_norm = rms(m)``); the other base wins when it is decisive: ``d_other`` is the
+       smallest, and the next is at least 2.0 and at least 2.5 times ``d_other``.
+    3. Without statistics: values more than 0.5 below the model's floor are impossible for a
+       raw mel in its base; when the converted values ``x * r`` lie above that floor, the mel
+       is in the other base.
+
+    A log10 mel of audio without silence given to an ln model without statistics cannot be
+    told from an ln mel of quiet audio: ``None``.
+    """
+    model = features.log
+    if model not in _BASE_NAMES:
+        return None, "features have no log"
+    other = "log10" if model == "ln" else "ln"
+    r = _LN10 if model == "ln" else 1.0 / _LN10
+    x = np.asarray(mel, dtype=np.float64)
+    floor = features.log_floor
+    if x.size == 0:
+        return None, "empty"
+    v = float(x.min())
+    at_min = int(np.count_nonzero(np.abs(x - v) <= 1e-4 * max(1.0, abs(v))))
+    if at_min >= max(2, 0.005 * x.size):
+        if abs(v - floor) <= 1e-3:
+            return None, f"floored at the model's floor {floor:.3f}"
+        k = _power_of_ten_floor(v, other)
+        if k is not None and _power_of_ten_floor(v, model) is None:
+            return other, (f"its minimum {v:.3f}, taken by {at_min} of {x.size} values, is the floor "
+                           f"{other}(1e-{k:02d})")
+    if mean is not None:
+        m = x.mean(axis=1)
+        d_raw = float(np.sqrt(np.mean(((m - mean) / scale) ** 2)))
+        d_other = float(np.sqrt(np.mean(((m * r - mean) / scale) ** 2)))
+        d_norm = float(np.sqrt(np.mean(m ** 2)))
+        nxt = min(d_raw, d_norm)
+        if d_other < nxt and nxt >= 2.0 and nxt >= 2.5 * d_other and v * r >= floor - 0.5:
+            return other, (f"its per-bin means are {d_other:.2f} training std from the vocoder's "
+                           f"features when read as {other}, {d_raw:.2f} as {model} and {d_norm:.2f} "
+                           f"as normalised")
+        return None, "statistics undecided"
+    if v < floor - 0.5 and v * r >= floor - 0.5:
+        return other, (f"values down to {v:.2f} lie below the {model} floor {floor:.2f} of the "
+                       f"vocoder's features, and fit above it once converted from {other}")
+    return None, "no evidence"
 
 
 class Vocoder:
@@ -102,11 +218,34 @@ class Vocoder:
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory, device="cpu", dtype: torch.dtype = torch.float32) -> "Vocoder":
-        """Load a saved vocoder directory (checked by :func:`read_vocoder_dir`)."""
-        saved = read_vocoder_dir(directory)
+    def from_pretrained(cls, directory, device="cpu", dtype: torch.dtype = torch.float32, *,
+                        revision: str | None = None, cache_dir=None,
+                        token: str | bool | None = None) -> "Vocoder":
+        """Load a saved vocoder directory (checked by :func:`read_vocoder_dir`) or a Hugging Face
+        Hub repo id ``owner/name`` holding one (fetched into the local Hub cache;
+        ``HF_HUB_OFFLINE=1`` uses the cache only; ``revision``: branch, tag or commit). See
+        :func:`~vocoflow.vocoders.hub.resolve_pretrained`."""
+        from .hub import resolve_pretrained
+
+        local = resolve_pretrained(directory, revision=revision, cache_dir=cache_dir, token=token)
+        saved = read_vocoder_dir(local)
         return cls(saved.model, saved.features, saved.config.get("synthesis"), saved.stats,
                    saved.normalize, saved.directory, device, dtype, config=saved.config)
+
+    def save_pretrained(self, directory) -> Path:
+        """Write this vocoder as a vocoder directory with ``model.safetensors`` weights (no
+        pickle), ``config.yaml`` and ``stats.npz``: :meth:`from_pretrained` of it synthesises
+        exactly what this one does. Upload it to the Hub with ``huggingface_hub.upload_folder``."""
+        from .checkpoint import save_vocoder
+        from .models import VOCODER_MODELS
+
+        cfg = {k: v for k, v in self.config.items() if k in ("train", "synthesis")}
+        cfg["features"] = self.features.to_dict()
+        cfg["model"] = {"type": VOCODER_MODELS.of(self.model).name}
+        cfg["synthesis"] = dict(self.synthesis_defaults)
+        stats = None if self.stats_mean is None else (self.stats_mean, self.stats_scale)
+        return save_vocoder(self.model, cfg, directory, stats=stats, normalize=self.normalize,
+                            info=dict(self.config.get("training") or {}), safetensors=True)
 
     # -- properties -----------------------------------------------------------------------------
     @property
@@ -132,10 +271,15 @@ class Vocoder:
     # -- features -------------------------------------------------------------------------------
     def mel(self, wav) -> torch.Tensor:
         """Raw log-mel of ``wav`` (``(T,)`` or ``(B, T)``, at :attr:`sample_rate`) with the
-        vocoder's own front end: ``(n_mels, frames)`` or ``(B, n_mels, frames)``."""
+        vocoder's own front end: ``(n_mels, frames)`` or ``(B, n_mels, frames)``.
+
+        The samples must be floats in [-1, 1]: integer samples (e.g. int16 PCM) and float
+        samples with a peak above :data:`MAX_FLOAT_PEAK` (int16-scaled audio) raise
+        :class:`VocoderError`, as do NaN/inf samples."""
         if self._mel is None:
             self._mel = MelSpectrogram(self.features).to(self.device)
         x = torch.as_tensor(np.asarray(wav) if not isinstance(wav, torch.Tensor) else wav)
+        _check_samples(x)
         with torch.inference_mode():
             return self._mel(x.to(self.device, torch.float32))
 
@@ -162,7 +306,9 @@ class Vocoder:
         ``(B, n_mels, frames)`` on the CPU (normalised iff the model was trained so).
 
         Raises :class:`VocoderError` for a wrong number of bins, NaN/inf values or (with
-        ``check``) a normalisation mismatch (see :meth:`synthesize`)."""
+        ``check``) a mel in the wrong log base (see :func:`log_base_mismatch`; raw input only)
+        or a normalisation mismatch (see :meth:`synthesize`). A batch of 0 mels
+        ``(0, n_mels, frames)`` is returned as it is (empty)."""
         x = mel if isinstance(mel, torch.Tensor) else torch.from_numpy(np.array(mel, dtype=np.float32))
         if x.dim() not in (2, 3):
             raise VocoderError(f"mel must be (n_mels, frames) or (B, n_mels, frames), got "
@@ -181,6 +327,8 @@ class Vocoder:
             raise VocoderError(f"mel contains NaN or infinite values ({bad} of {x.numel()})")
         if x.dim() == 2:
             x = x[None]
+        if check and not normalized:
+            self._check_log_base(x)
         if check:
             self._check_space(x, normalized)
         if self.normalize and not normalized:
@@ -188,6 +336,23 @@ class Vocoder:
         elif not self.normalize and normalized:
             x = self.denormalize_mel(x)
         return x
+
+    def _check_log_base(self, x: torch.Tensor):
+        if self.features.log not in _BASE_NAMES:
+            return
+        arr = x.cpu().numpy()
+        for b in range(arr.shape[0]):
+            other, reason = log_base_mismatch(arr[b], self.features, self.stats_mean, self.stats_scale)
+            if other is None:
+                continue
+            item = f" (batch item {b})" if arr.shape[0] > 1 else ""
+            model = self.features.log
+            how = "multiply it by ln(10) = 2.302585" if model == "ln" else "divide it by ln(10) = 2.302585"
+            raise VocoderError(
+                f"log base mismatch{item}: the mel looks like a {_BASE_NAMES[other]} mel ({reason}) "
+                f"but {self._where()} expects {_BASE_NAMES[model]} mels (its MelConfig has log: "
+                f"{model}, floor {model}({self.features.clamp:g}) = {self.features.log_floor:.3f}); "
+                f"{how}, or pass check=False (decode: --no-check)")
 
     def _check_space(self, x: torch.Tensor, normalized: bool):
         floor = None if self.features.log == "none" else self.features.log_floor
@@ -237,8 +402,9 @@ class Vocoder:
         Args:
             mel: raw log-mel as made by :meth:`mel` (torch or numpy), or normalised features
                 with ``normalized=True``.
-            sigma: latent standard deviation (default: the saved ``synthesis.sigma``).
-            denoise: bias-denoiser strength, 0 for none (default: the saved one).
+            sigma: latent standard deviation (default: the saved ``synthesis.sigma``); finite
+                and >= 0, else :class:`VocoderError`.
+            denoise: bias-denoiser strength, 0 for none (default: the saved one); finite, >= 0.
             chunk_frames: synthesise in chunks of this many frames (bounded memory); the
                 chunks overlap by ``context_frames`` (default: the model's full receptive field,
                 which makes the result equal unchunked synthesis up to rounding).
@@ -252,6 +418,7 @@ class Vocoder:
                 ``(B, frames)``, ``0`` = unvoiced), e.g. from a TTS front end; by default the
                 vocoder's own pitch predictor estimates it from the mel.
         """
+        sigma, denoise = self._knobs(sigma, denoise)
         single = (mel.dim() if isinstance(mel, torch.Tensor) else np.ndim(mel)) == 2
         x = self.prepare(mel, normalized, check)
         batch, _, frames = x.shape
@@ -262,10 +429,10 @@ class Vocoder:
                 noise = noise[None]
             if tuple(noise.shape) != (batch, n):
                 raise VocoderError(f"noise must have shape {(batch, n)}, got {tuple(noise.shape)}")
-        wav = self._run(x, sigma, chunk_frames, generator, bf16, noise, context_frames,
-                        f0=self._check_f0(f0, batch, frames))
-        if denoise is None:
-            denoise = float(self.synthesis_defaults.get("denoise", 0.0))
+        f0 = self._check_f0(f0, batch, frames)
+        if batch == 0:  # an empty batch: an empty result
+            return torch.zeros(0, n, device=self.device)
+        wav = self._run(x, sigma, chunk_frames, generator, bf16, noise, context_frames, f0=f0)
         if denoise > 0:
             with torch.inference_mode():
                 wav = self.denoiser()(wav, denoise)
@@ -273,6 +440,13 @@ class Vocoder:
         return wav[0] if single else wav
 
     __call__ = synthesize
+
+    def _knobs(self, sigma, denoise) -> tuple[float, float]:
+        """``sigma`` and ``denoise`` with the saved defaults filled in, checked to be finite and
+        >= 0 (a NaN sigma would make NaN audio)."""
+        sigma = self.synthesis_defaults["sigma"] if sigma is None else sigma
+        denoise = self.synthesis_defaults.get("denoise", 0.0) if denoise is None else denoise
+        return _check_knob("sigma", sigma), _check_knob("denoise", denoise)
 
     @property
     def uses_excitation(self) -> bool:
@@ -285,6 +459,8 @@ class Vocoder:
             raise VocoderError(f"{self._where()}: this vocoder has no pitch predictor")
         single = (mel.dim() if isinstance(mel, torch.Tensor) else np.ndim(mel)) == 2
         x = self.prepare(mel, normalized, check).to(self.device, self.dtype)
+        if x.shape[0] == 0:
+            return torch.zeros(0, x.shape[-1], device=self.device)
         with _inference(self.model):
             f0 = self.model.predict_f0(x).float()
         f0 = f0.clone() if f0.is_inference() else f0
@@ -348,6 +524,7 @@ class Vocoder:
         ``prepared=True`` takes mels already in the model space (see :meth:`prepare`).
         ``f0s`` (vocoders with an excitation): each utterance's F0 ``(frames_i,)`` in Hz.
         """
+        sigma, denoise = self._knobs(sigma, denoise)
         if not mels:
             return []
         xs = [m if prepared else self.prepare(m, normalized, check)[0] for m in mels]
@@ -374,8 +551,6 @@ class Vocoder:
                 f0[i, : m.shape[-1]] = self._check_f0(f, 1, m.shape[-1])[0]
         wav = self._run(batch, sigma, chunk_frames, generator, bf16, noise, f0=f0)
         outs = [wav[i, : m.shape[-1] * hop] for i, m in enumerate(xs)]
-        if denoise is None:
-            denoise = float(self.synthesis_defaults.get("denoise", 0.0))
         if denoise > 0:
             with torch.inference_mode():
                 outs = [self.denoiser()(w, denoise).clone() for w in outs]

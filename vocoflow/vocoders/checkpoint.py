@@ -5,7 +5,9 @@ A vocoder directory holds::
     config.yaml   format: vocoflow-vocoder, version: 1, features (a full MelConfig),
                   model (type + fields), synthesis (sigma, denoise), normalize (bool),
                   train (the training settings), training (run info: step, loss, ...)
-    model.pt      the model's state_dict only (read with torch.load(weights_only=True))
+    model.pt      the model's state_dict only (read with torch.load(weights_only=True)), or
+    model.safetensors  the same tensors in safetensors format (``save_vocoder(...,
+                  safetensors=True)``, ``Vocoder.save_pretrained``); read first when present
     stats.npz     per-bin feature mean/scale (optional; required when normalize is true)
 
 ``normalize: true`` means the model was trained on ``(log_mel - mean) / scale``. The model
@@ -35,6 +37,7 @@ __all__ = ["FORMAT", "VERSION", "VocoderError", "save_vocoder", "read_vocoder_di
 
 FORMAT = "vocoflow-vocoder"
 VERSION = 1
+WEIGHTS_SAFETENSORS = "model.safetensors"
 
 
 class VocoderError(ValueError):
@@ -72,7 +75,7 @@ def stats_arrays(stats):
 
 
 def save_vocoder(model, config: dict, out_dir, stats=None, normalize: bool | None = None,
-                 info: dict | None = None) -> Path:
+                 info: dict | None = None, safetensors: bool = False) -> Path:
     """Write a vocoder directory atomically and return its path.
 
     Args:
@@ -85,6 +88,7 @@ def save_vocoder(model, config: dict, out_dir, stats=None, normalize: bool | Non
         normalize: whether the model was trained on normalised features (default:
             ``config["normalize"]`` if present, else whether ``stats`` were given).
         info: run information saved under ``training:`` (step, loss, ...).
+        safetensors: write the weights as ``model.safetensors`` instead of ``model.pt``.
 
     The files are written into a temporary directory next to ``out_dir`` that is then renamed
     to it; an existing vocoder directory there is replaced (other existing non-empty
@@ -124,7 +128,13 @@ def save_vocoder(model, config: dict, out_dir, stats=None, normalize: bool | Non
         with open(tmp / "config.yaml", "w", encoding="utf-8") as f:
             f.write("# vocoflow vocoder (load with vocoflow.load(DIR))\n")
             yaml.safe_dump(_plain(doc), f, sort_keys=False, default_flow_style=False)
-        torch.save(_state_dict(model), tmp / "model.pt")
+        if safetensors:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in _state_dict(model).items()},
+                      str(tmp / WEIGHTS_SAFETENSORS), metadata={"format": "pt"})
+        else:
+            torch.save(_state_dict(model), tmp / "model.pt")
         if arrays is not None:
             np.savez(tmp / "stats.npz", mean=arrays[0], scale=arrays[1])
     return out_dir
@@ -167,14 +177,26 @@ def read_config(directory: Path) -> dict:
     return doc
 
 
+def weights_file(directory: Path) -> Path:
+    """The weights of a vocoder directory: ``model.safetensors`` if present, else ``model.pt``."""
+    safe = Path(directory) / WEIGHTS_SAFETENSORS
+    return safe if safe.is_file() else Path(directory) / "model.pt"
+
+
 def _load_weights(directory: Path, model) -> None:
-    """Load ``model.pt`` into ``model`` after checking it matches the model exactly."""
-    weights = directory / "model.pt"
+    """Load ``model.safetensors`` / ``model.pt`` into ``model`` after checking it matches the
+    model exactly."""
+    weights = weights_file(directory)
     if not weights.is_file():
-        raise VocoderError(f"{directory}: missing model.pt")
+        raise VocoderError(f"{directory}: missing model.pt (or {WEIGHTS_SAFETENSORS})")
     try:
-        sd = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and weights_only errors have many types
+        if weights.name == WEIGHTS_SAFETENSORS:
+            from safetensors.torch import load_file
+
+            sd = load_file(str(weights), device="cpu")
+        else:
+            sd = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip, safetensors and weights_only errors have many types
         raise VocoderError(f"{weights}: unreadable weights ({type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):

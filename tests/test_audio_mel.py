@@ -15,10 +15,15 @@ PRESET_NAMES = ["waveglow", "pwg", "asterisk16k"]
 
 def librosa_logmel(y: np.ndarray, cfg: MelConfig) -> np.ndarray:
     """The documented rule computed with librosa in float64: trim to a multiple of the hop,
-    pad (n_fft - hop)/2 each side, center=False STFT, mel filterbank, clamp, log."""
+    pad (n_fft - hop)/2 each side (centred grid: no trim, n_fft/2 each side), center=False STFT,
+    mel filterbank, clamp, log."""
     hop = cfg.hop_length
-    y = np.asarray(y, dtype=np.float64)[: len(y) // hop * hop]
-    left, right = cfg.pad
+    y = np.asarray(y, dtype=np.float64)
+    if cfg.center:
+        left = right = cfg.n_fft // 2
+    else:
+        y = y[: len(y) // hop * hop]
+        left, right = (cfg.n_fft - hop) // 2, cfg.n_fft - hop - (cfg.n_fft - hop) // 2
     y = np.pad(y, (left, right), mode=cfg.pad_mode if cfg.pad_mode != "replicate" else "edge")
     mel = librosa.feature.melspectrogram(
         y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=hop, win_length=cfg.win_length,
@@ -55,7 +60,7 @@ def test_parity_with_librosa_float64(name):
     y = y[: len(y) - 77]  # not a multiple of the hop: the extractor trims
     ours = MelSpectrogram(cfg).double()(torch.from_numpy(y)).numpy()
     ref = librosa_logmel(y, cfg)
-    assert ours.shape == ref.shape == (cfg.n_mels, len(y) // cfg.hop_length)
+    assert ours.shape == ref.shape == (cfg.n_mels, len(y) // cfg.hop_length + int(cfg.center))
     assert np.max(np.abs(ours - ref)) <= 1e-4
 
 
@@ -157,7 +162,7 @@ def test_batched_equals_single():
     mel = MelSpectrogram("pwg")
     x = torch.randn(3, 5000) * 0.2
     batch = mel(x)
-    assert batch.shape == (3, 80, 5000 // 256)
+    assert batch.shape == (3, 80, 1 + 5000 // 256)  # pwg: centred grid
     for i in range(3):
         assert torch.allclose(batch[i], mel(x[i]), atol=1e-5)
 
@@ -196,6 +201,14 @@ def test_config_errors():
         MelConfig.from_yaml("a:\n  b: 1\n", name="x.yaml")
     with pytest.raises(ValueError, match=r"x\.yaml:2"):
         MelConfig.from_yaml("n_mels: 80\nnot a pair\n", name="x.yaml")
+    with pytest.raises(ValueError, match=r"x\.yaml:3: duplicate key 'n_mels'"):
+        MelConfig.from_yaml("n_mels: 80\nhop_length: 256\nn_mels: 64\n", name="x.yaml")
+    with pytest.raises(ValueError, match=r"x\.yaml: unknown MelConfig field"):
+        MelConfig.from_yaml("n_mel: 80\n", name="x.yaml")
+    with pytest.raises(ValueError, match=r"x\.yaml: MelConfig.center must be true or false"):
+        MelConfig.from_yaml("center: 1\n", name="x.yaml")
+    with pytest.raises(ValueError, match=r"x\.yaml:1: expected a mapping"):
+        MelConfig.from_yaml("- 1\n- 2\n", name="x.yaml")
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
@@ -209,25 +222,21 @@ def test_preset_files_match_presets(name):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from vocoflow.audio._yaml import dump_flat, load_flat  # noqa: E402
-
-_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**12, 10**12),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
-)
-
-
-_keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True).filter(
-    lambda k: k.lower() not in ("yes", "no", "true", "false", "on", "off", "null", "y", "n")
+_configs = st.builds(
+    lambda preset, sr, n_mels, fmin, clamp, center, eps, log: get_preset(preset).replace(
+        sample_rate=sr, n_mels=n_mels, fmin=fmin, clamp=clamp, center=center, magnitude_eps=eps, log=log),
+    st.sampled_from(list_presets()), st.sampled_from([16000, 22050, 24000]), st.integers(1, 128),
+    st.floats(0.0, 70.0), st.floats(1e-12, 1.0), st.booleans(), st.sampled_from([0.0, 1e-9, 0.5]),
+    st.sampled_from(["ln", "log10", "none"]),
 )
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(_keys, _scalars, max_size=6))
-def test_flat_yaml_round_trip_and_pyyaml_agrees(d):
-    text = dump_flat(d)
-    assert load_flat(text) == d
-    assert (yaml.safe_load(text) or {}) == d
+@given(_configs)
+def test_config_yaml_round_trip_through_pyyaml(cfg):
+    text = cfg.to_yaml()
+    assert MelConfig.from_yaml(text) == cfg
+    assert MelConfig.from_dict(yaml.safe_load(text)) == cfg
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,9 +1,8 @@
-"""Image grids and a dependency-free PNG writer (zlib from the standard library)."""
+"""Image grids and PNG files (encoded and read by Pillow)."""
 
 from __future__ import annotations
 
-import struct
-import zlib
+import io
 from pathlib import Path
 
 import torch
@@ -38,29 +37,31 @@ def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: 
     return grid
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
 def write_png(path: str | Path, image: torch.Tensor) -> None:
-    """Write a uint8 ``(1, H, W)``/``(H, W)`` (grey) or ``(3, H, W)`` (RGB) image as PNG."""
+    """Write a uint8 ``(1, H, W)``/``(H, W)`` (grey) or ``(3, H, W)`` (RGB) image as PNG
+    (Pillow encodes it; the file is written atomically)."""
+    from PIL import Image
+
     if image.dim() == 2:
         image = image.unsqueeze(0)
     if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError("write_png takes uint8 (H, W), (1, H, W) or (3, H, W)")
-    c, h, w = image.shape
-    rows = image.permute(1, 2, 0).reshape(h, w * c).contiguous()
-    raw = torch.cat([torch.zeros(h, 1, dtype=torch.uint8), rows], dim=1)  # filter type 0
-    header = struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, 0)
-    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", zlib.compress(raw.numpy().tobytes(), 9)) + _chunk(b"IEND", b""))
-    atomic_write_bytes(path, data)
+    array = image.permute(1, 2, 0).contiguous().numpy()
+    pil = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", optimize=True)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def read_png_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` from a PNG header."""
-    with open(path, "rb") as f:
-        head = f.read(24)
-    if head[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError(f"{path}: not a PNG file")
-    return struct.unpack(">II", head[16:24])
+    """``(width, height)`` of a PNG file (read by Pillow); ``ValueError`` naming the file when
+    it is not a PNG image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                raise ValueError(f"{path}: not a PNG file ({im.format})")
+            return im.size
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not a PNG file") from None

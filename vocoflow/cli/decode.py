@@ -1,10 +1,21 @@
 """``vocoflow decode``: features or audio -> waveforms with a saved vocoder.
 
-Inputs (exactly one): ``--feats-scp`` (Kaldi/ESPnet ``feats.scp``), ``--npy-dir`` (one
-``<utt>.npy`` per utterance, ``(n_mels, frames)`` or ``(frames, n_mels)``), ``--wav-scp`` or
+Inputs (exactly one): ``--feats-scp`` (Kaldi/ESPnet ``feats.scp``), ``--npy-dir`` (alias
+``--mel-dir``: one ``<utt>.npy`` or ``<utt>.pt`` per utterance, see below), ``--wav-scp`` or
 ``--wav-dir`` (analysis with the vocoder's own mel front end, then resynthesis; ``wav.scp``
 values may be paths, ark entries or ``command |``). Output:
-``OUT/<utt>.wav`` (16-bit PCM, written atomically).
+``OUT/<utt>.wav`` (16-bit PCM, written atomically: no half-written wav under that name, ever).
+
+Utterance ids become file names, so they must be plain file names: no ``/`` or ``\\``, no
+whitespace or control characters, no leading ``.``, at most 200 bytes (an scp line with such
+an id stops the command before anything is written; in ``--npy-dir``/``--wav-dir`` hidden
+files are skipped).
+
+Orientation of ``.npy``/``.pt`` mel files: ``(n_mels, frames)`` or ``(1, n_mels, frames)`` (the
+layout NVIDIA's and HiFi-GAN's scripts write; ``.pt``: one tensor saved with ``torch.save``,
+read with ``weights_only=True``); ``(frames, n_mels)`` is accepted when only one axis has
+``n_mels`` entries. A square ``n_mels x n_mels`` matrix is refused unless ``--mel-layout``
+states its orientation. Kaldi ark features are ``(frames, n_mels)`` (Kaldi's convention).
 
 Normalisation rule for feature inputs (``--feats-scp``/``--npy-dir``):
 
@@ -19,16 +30,22 @@ Audio inputs always go through the vocoder's own front end, so the rule does not
 Every feature matrix is also checked for a normalisation mismatch (see
 ``vocoflow.vocoders.synthesis.looks_normalized``); ``--no-check`` turns that off.
 
-Exit status: 0 when every utterance was written; 2 when some failed (the others are written;
-the failures are listed on stderr and in ``OUT/bad_utts``); 1 when nothing was produced or the
-command could not start (bad vocoder directory, bad arguments).
+Exit status: 0 when every utterance was written (a ``bad_utts`` left by an earlier run is
+removed); 2 when some failed (every utterance is attempted, e.g. after a full disk for one of
+them; the others are written; the failures are listed on stderr and in ``OUT/bad_utts``); 1
+when nothing was produced or the command could not start (bad vocoder directory, bad
+arguments, an utterance id that is not a plain file name, an out-dir that is a file or cannot
+be written).
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from vocoflow.cli.main import CLIError
@@ -49,7 +66,9 @@ def register(subparsers) -> None:
     p.add_argument("--out-dir", required=True, help="output directory for <utt>.wav")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--feats-scp", help="Kaldi/ESPnet feats.scp of log-mel features")
-    src.add_argument("--npy-dir", help="directory of <utt>.npy log-mel matrices")
+    src.add_argument("--npy-dir", "--mel-dir", dest="npy_dir",
+                     help="directory of <utt>.npy / <utt>.pt log-mel matrices ((n_mels, frames) or "
+                          "(1, n_mels, frames); (frames, n_mels) when unambiguous)")
     src.add_argument("--wav-scp", help="Kaldi wav.scp (paths or 'command |'): analysis-resynthesis")
     src.add_argument("--wav-dir", help=f"directory of audio files ({', '.join(AUDIO_EXTS)}): analysis-resynthesis")
     norm = p.add_mutually_exclusive_group()
@@ -58,6 +77,9 @@ def register(subparsers) -> None:
                            "(the default for a normalize: true vocoder)")
     norm.add_argument("--no-normalize", action="store_true",
                       help="features are already in the vocoder's input space: use them as they are")
+    p.add_argument("--mel-layout", choices=("auto", "mels-frames", "frames-mels"), default="auto",
+                   help="orientation of .npy/.pt mel files: (n_mels, frames), (frames, n_mels), or "
+                        "auto (default: whichever axis has n_mels entries; refuses square ones)")
     p.add_argument("--f0-scp", default=None,
                    help="vocoders with an excitation: Kaldi scp of F0 vectors (Hz per frame, 0 = unvoiced; "
                         "e.g. a dump's f0.scp or a TTS front end's) instead of the vocoder's own F0 prediction")
@@ -89,50 +111,93 @@ def _raw_formatter():
 
 # ------------------------------------------------------------------------------------ inputs
 def _list_dir(directory: str, exts: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``[(utt_id, path)]`` of the files in ``directory`` with one of ``exts`` (hidden files are
+    skipped); an id that is not a plain file name or two files for one id stop the command."""
+    from vocoflow.audio.utt_ids import id_problem
+
     if not os.path.isdir(directory):
         raise CLIError(f"{directory}: no such directory")
-    items = sorted((Path(f).stem, os.path.join(directory, f)) for f in os.listdir(directory)
-                   if f.lower().endswith(exts))
-    return items
+    items: dict[str, str] = {}
+    for name in sorted(os.listdir(directory)):
+        if name.startswith(".") or not name.lower().endswith(exts):
+            continue
+        path = os.path.join(directory, name)
+        utt = Path(name).stem
+        problem = id_problem(utt)
+        if problem:
+            raise CLIError(f"{path}: utterance id {utt!r} (the file name without its extension) "
+                           f"{problem}; rename the file")
+        if utt in items:
+            raise CLIError(f"{directory}: two files for utterance {utt!r}: "
+                           f"{os.path.basename(items[utt])} and {name}")
+        items[utt] = path
+    return sorted(items.items())
+
+
+def _line_of(scp_path: str, key: str) -> str:
+    """The line number of ``key`` in ``scp_path`` (as :func:`read_scp` splits lines)."""
+    try:
+        with open(scp_path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip().partition(" ")[0] == key:
+                    return str(lineno)
+    except OSError:
+        pass
+    return "?"
+
+
+def check_ids(scp_path: str, ids) -> None:
+    """Stop with a :class:`CLIError` naming the scp line of the first id that is not a plain
+    file name (see :mod:`vocoflow.audio.utt_ids`): output files are named after the ids."""
+    from vocoflow.audio.utt_ids import id_problem
+
+    bad = [(u, p) for u in ids if (p := id_problem(u)) is not None]
+    if bad:
+        utt, problem = bad[0]
+        more = f" ({len(bad) - 1} more such id(s) follow)" if len(bad) > 1 else ""
+        raise CLIError(f"{scp_path}:{_line_of(scp_path, utt)}: utterance id {utt!r} {problem}; "
+                       f"ids name the output files and must be plain file names{more}")
 
 
 def _sources(args, voc):
     """``[(utt_id, loader)]`` where ``loader()`` returns ``(mel, is_audio)`` or raises."""
-    import numpy as np
-
-    from vocoflow.audio.kaldi_io import as_frames_by_mels, load_feat, read_scp
+    from vocoflow.audio.kaldi_io import load_feat, read_scp, resolve_entry
+    from vocoflow.audio.mel_files import MEL_FILE_EXTS, load_mel_file
     from vocoflow.audio.wav_scp import load_wav_entry
 
     def scp(path):
         try:
-            return read_scp(path)
+            entries = read_scp(path)
         except OSError as e:
             raise CLIError(f"{path}: cannot read ({e.strerror or e})") from None
         except ValueError as e:
             raise CLIError(str(e)) from None
+        check_ids(path, entries)
+        return entries
 
     n_mels = voc.n_mels
+    layout = getattr(args, "mel_layout", "auto")
     if args.feats_scp:
         fd: dict = {}
         entries = scp(args.feats_scp)
-        return [(u, (lambda v=v, u=u: (load_feat(v, n_mels, name=f"utterance {u}", fd_dict=fd,
-                                                 scp_path=args.feats_scp).T, False)))
-                for u, v in entries.items()], fd
-    if args.npy_dir:
-        def load_npy(path, u):
-            try:
-                arr = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as e:
-                raise ValueError(f"cannot read {path} ({e})") from None
-            return as_frames_by_mels(arr, n_mels, name=f"utterance {u}").T, False
 
-        return [(u, (lambda p=p, u=u: load_npy(p, u)))
-                for u, p in _list_dir(args.npy_dir, (".npy",))], {}
+        def load_scp_feat(value, u):
+            entry = resolve_entry(value, args.feats_scp)
+            if entry.lower().endswith(MEL_FILE_EXTS) and os.path.isfile(entry):
+                return load_mel_file(entry, n_mels, layout, name=f"utterance {u}"), False
+            return load_feat(value, n_mels, name=f"utterance {u}", fd_dict=fd,
+                             scp_path=args.feats_scp).T, False
+
+        return [(u, (lambda v=v, u=u: load_scp_feat(v, u))) for u, v in entries.items()], fd
+    if args.npy_dir:
+        return [(u, (lambda p=p, u=u: (load_mel_file(p, n_mels, layout, name=f"utterance {u}"), False)))
+                for u, p in _list_dir(args.npy_dir, MEL_FILE_EXTS)], {}
 
     def load_wav(source, u):
         wav, _ = load_wav_entry(source, voc.sample_rate, name=f"{source.strip()} (utterance {u})")
-        if len(wav) < voc.hop_length:
-            raise ValueError(f"utterance {u}: audio shorter than one hop ({voc.hop_length} samples)")
+        if len(wav) < voc.features.min_samples:
+            raise ValueError(f"utterance {u}: audio of {len(wav)} samples is shorter than the front end's minimum "
+                             f"({voc.features.min_samples} samples)")
         return voc.mel(wav).cpu().numpy(), True
 
     if args.wav_scp:
@@ -141,17 +206,78 @@ def _sources(args, voc):
             for u, p in _list_dir(args.wav_dir, AUDIO_EXTS)], {}
 
 
+# ------------------------------------------------------------------------------------ outputs
+def _os_reason(e: OSError) -> str:
+    return e.strerror or str(e) or type(e).__name__
+
+
+def _check_out_dir(out_dir: str) -> None:
+    """Stop early when ``out_dir`` exists but is not a directory."""
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise CLIError(f"{out_dir}: --out-dir exists and is not a directory")
+
+
+def _prepare_out_dir(out_dir: str) -> None:
+    """Create ``out_dir`` and check that files can be created in it (one probe file, removed),
+    so that a read-only directory is one error, not one failure per utterance."""
+    _check_out_dir(out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"{out_dir}: cannot create the output directory ({_os_reason(e)})") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".vocoflow-decode-probe.", dir=out_dir)
+    except OSError as e:
+        raise CLIError(f"{out_dir}: cannot write to the output directory ({_os_reason(e)})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _write_wav(path: str, wav, sample_rate: int) -> None:
+    """16-bit PCM WAV, encoded in memory, then written atomically (a temporary file renamed into
+    place): a full disk or any other write error leaves no file under ``path`` and raises
+    ``OSError``."""
+    import soundfile as sf
+
+    from vocoflow.atomic import atomic_write_bytes
+    from vocoflow.audio.io import to_int16
+
+    buf = io.BytesIO()
+    sf.write(buf, to_int16(wav), int(sample_rate), format="WAV", subtype="PCM_16")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _write_bad_utts(out_dir: str, failures: list[tuple[str, str]]) -> str | None:
+    """Write ``OUT/bad_utts`` (one ``<utt> <reason>`` line per failure) or, with no failures,
+    remove a stale one; the problem as one line when that is impossible."""
+    from vocoflow.atomic import atomic_write_text
+
+    path = os.path.join(out_dir, "bad_utts")
+    try:
+        if failures:
+            atomic_write_text(path, "".join(f"{u} {' '.join(reason.split())}\n" for u, reason in failures))
+        elif os.path.lexists(path):
+            os.unlink(path)
+    except OSError as e:
+        what = "write" if failures else "remove the stale"
+        return f"{path}: cannot {what} bad_utts ({_os_reason(e)})"
+    return None
+
+
 # ------------------------------------------------------------------------------------ command
 def cmd_decode(args) -> int:
     import torch
 
-    from vocoflow.audio.io import save_wav
     from vocoflow.vocoders import Vocoder, VocoderError, noise_for
 
     if args.batch_size < 1:
         raise CLIError("--batch-size must be >= 1")
     if args.chunk_frames is not None and args.chunk_frames < 0:
         raise CLIError("--chunk-frames must be >= 0")
+    for name, value in (("--sigma", args.sigma), ("--denoise", args.denoise)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise CLIError(f"{name} must be finite and >= 0, got {value}")
+    _check_out_dir(args.out_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -182,7 +308,7 @@ def cmd_decode(args) -> int:
         if u not in f0_entries:
             raise ValueError(f"{args.f0_scp}: no F0 for utterance {u}")
         return load_f0(f0_entries[u], frames, name=f"{args.f0_scp}: utterance {u}", scp_path=args.f0_scp)
-    os.makedirs(args.out_dir, exist_ok=True)
+    _prepare_out_dir(args.out_dir)
     failures: list[tuple[str, str]] = []
     written = 0
     progress = None
@@ -222,13 +348,15 @@ def cmd_decode(args) -> int:
             wavs = None
         if wavs is not None:
             for u, w in zip(ids, wavs):
+                target = os.path.join(args.out_dir, f"{u}.wav")
+                if not bool(torch.isfinite(w).all()):
+                    failures.append((u, "synthesised audio is not finite; nothing written"))
+                    continue
                 try:
-                    if not bool(torch.isfinite(w).all()):
-                        raise ValueError("synthesised audio is not finite")
-                    save_wav(os.path.join(args.out_dir, f"{u}.wav"), w.cpu().numpy(), voc.sample_rate)
+                    _write_wav(target, w.cpu().numpy(), voc.sample_rate)
                     written += 1
-                except (OSError, ValueError) as e:
-                    failures.append((u, f"cannot write output: {e}"))
+                except OSError as e:  # e.g. ENOSPC: record it and go on with the rest
+                    failures.append((u, f"cannot write {target}: {_os_reason(e)}"))
         if progress is not None:
             progress.update(len(pending))
         pending.clear()
@@ -255,17 +383,18 @@ def cmd_decode(args) -> int:
         for f in fds.values():
             f.close()
 
+    bad_utts_error = _write_bad_utts(args.out_dir, failures)
     if failures:
-        from vocoflow.atomic import atomic_write_text
-
-        atomic_write_text(os.path.join(args.out_dir, "bad_utts"),
-                          "".join(f"{u} {reason}\n" for u, reason in failures))
-        print(f"vocoflow decode: {len(failures)} of {len(sources)} utterance(s) failed "
-              f"(also listed in {os.path.join(args.out_dir, 'bad_utts')}):", file=sys.stderr)
+        listed = (f"also listed in {os.path.join(args.out_dir, 'bad_utts')}" if bad_utts_error is None
+                  else "bad_utts could not be written")
+        print(f"vocoflow decode: {len(failures)} of {len(sources)} utterance(s) failed ({listed}):",
+              file=sys.stderr)
         for u, reason in failures:
             print(f"  {u}: {reason}", file=sys.stderr)
+    if bad_utts_error is not None:
+        print(f"vocoflow decode: error: {bad_utts_error}", file=sys.stderr)
     if written == 0:
         raise CLIError(f"nothing was produced in {args.out_dir}")
     print(f"{args.out_dir}: wrote {written} waveform(s) at {voc.sample_rate} Hz"
           + (f"; {len(failures)} failed" if failures else ""))
-    return 2 if failures else 0
+    return 2 if failures or bad_utts_error else 0

@@ -104,10 +104,10 @@ def _log_of(base: str, value: float) -> float:
 
 
 def _power_of_ten_floor(v: float, base: str) -> int | None:
-    """``k`` when ``v`` is ``log_base(10 ** -k)`` for an integer ``k`` in 1..20 (a clamp floor)."""
+    """``k`` when ``v`` is ``log_base(10 ** -k)`` for an integer ``k`` in 1..12 (a clamp floor)."""
     k = -v if base == "log10" else -v / _LN10
     kr = round(k)
-    if 1 <= kr <= 20 and abs(v - _log_of(base, 10.0 ** -kr)) <= 1e-3:
+    if 1 <= kr <= 12 and abs(v - _log_of(base, 10.0 ** -kr)) <= 1e-3:
         return int(kr)
     return None
 
@@ -122,14 +122,15 @@ def log_base_mismatch(mel: np.ndarray, features: MelConfig, mean: np.ndarray | N
     ``ln(10)`` or ``1 / ln(10)``):
 
     1. The floor: raw log-mels of audio with digital silence take their minimum value many
-       times (the clamp). When that minimum (repeated in at least 0.5% of the entries) is the
+       times (the clamp). When that minimum (repeated in 0.5% to 99% of the entries) is the
        model's own floor, the base is right. When it is ``log(10 ** -k)`` in the other base
-       for an integer ``k`` (e.g. -5.000 = log10(1e-5), -11.513 = ln(1e-5)) and not in the
-       model's base, the mel is in the other base.
+       for an integer ``k`` in 1..12 (e.g. -5.000 = log10(1e-5), -11.513 = ln(1e-5)) and not
+       in the model's base, the mel is in the other base.
     2. With statistics: the per-bin means ``m`` against the training mean/scale as given
        (``d_raw``), read in the other base (``d_other``, of ``m * r``) and as normalised
        (``d_norm = rms(m)``); the other base wins when it is decisive: ``d_other`` is the
-       smallest, and the next is at least 2.0 and at least 2.5 times ``d_other``.
+       smallest, and the next is at least 1.0 and at least 3 times ``d_other`` (the two bases
+       differ by a factor 2.3, so a mel in the other base is many training std away as given).
     3. Without statistics: values more than 0.5 below the model's floor are impossible for a
        raw mel in its base; when the converted values ``x * r`` lie above that floor, the mel
        is in the other base.
@@ -148,7 +149,7 @@ def log_base_mismatch(mel: np.ndarray, features: MelConfig, mean: np.ndarray | N
         return None, "empty"
     v = float(x.min())
     at_min = int(np.count_nonzero(np.abs(x - v) <= 1e-4 * max(1.0, abs(v))))
-    if at_min >= max(2, 0.005 * x.size):
+    if max(2, 0.005 * x.size) <= at_min <= 0.99 * x.size:
         if abs(v - floor) <= 1e-3:
             return None, f"floored at the model's floor {floor:.3f}"
         k = _power_of_ten_floor(v, other)
@@ -161,7 +162,7 @@ def log_base_mismatch(mel: np.ndarray, features: MelConfig, mean: np.ndarray | N
         d_other = float(np.sqrt(np.mean(((m * r - mean) / scale) ** 2)))
         d_norm = float(np.sqrt(np.mean(m ** 2)))
         nxt = min(d_raw, d_norm)
-        if d_other < nxt and nxt >= 2.0 and nxt >= 2.5 * d_other and v * r >= floor - 0.5:
+        if d_other < nxt and nxt >= 1.0 and nxt >= 3.0 * d_other and v * r >= floor - 0.5:
             return other, (f"its per-bin means are {d_other:.2f} training std from the vocoder's "
                            f"features when read as {other}, {d_raw:.2f} as {model} and {d_norm:.2f} "
                            f"as normalised")

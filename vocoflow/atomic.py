@@ -12,6 +12,8 @@ imports nothing of vocoflow, so every layer may use it (it is the only place tha
   anything that writes to a binary file object (``np.savez``, ``torch.save``,
   ``fig.savefig(f, format="png")``, ``soundfile.write``) writes atomically through it;
 - :func:`atomic_write_text`, :func:`atomic_write_bytes`, :func:`atomic_copy`: one-call forms;
+- :func:`move_file`: rename a complete file (e.g. one written into a staging directory) to its
+  final name, replacing what is there;
 - :func:`replace_dir`: swap a fully written directory in for another (the old one is moved
   aside first and removed last); :func:`atomic_dir`: a temporary directory, as a context
   manager, that is swapped in on success and removed on error.
@@ -48,6 +50,7 @@ __all__ = [
     "tmp_path_for",
     "tmp_dir_for",
     "chmod_like_umask",
+    "move_file",
     "replace_dir",
     "atomic_dir",
 ]
@@ -146,6 +149,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+def move_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Rename the complete file ``src`` to ``dst`` (one ``os.replace``: a reader sees the old or
+    the new file), creating ``dst``'s directory. Both must be on one file system."""
+    parent = os.path.dirname(os.fspath(dst))
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    os.replace(src, dst)
 
 
 def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:

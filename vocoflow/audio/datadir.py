@@ -176,6 +176,9 @@ class DataDir:
 
     ``DataDir(path)`` reads it and collects :attr:`issues`; :meth:`check` raises a
     :class:`DataDirError` if any is an error. :meth:`utterances` lists what to read.
+    With ``check_audio`` the header of every recording's file (or ark entry) is read, so that
+    unreadable, empty or truncated audio is an ``unreadable-audio`` error (and segment ends are
+    checked against the durations); ``run_pipes`` also runs every ``command |`` entry for that.
     """
 
     def __init__(
@@ -237,7 +240,7 @@ class DataDir:
                     issues.append(Issue(wav.path, line, f"missing audio: ark {ark!r} of {rec!r} not found",
                                         code="missing-audio"))
                     continue
-            if check_audio and self.segments is not None and (kind != "pipe" or run_pipes):
+            if check_audio and (kind != "pipe" or run_pipes):
                 try:
                     durations[rec] = wav_entry_duration(value, name=f"{rec} ({value})")
                 except (AudioError, RuntimeError, ValueError, OSError, sf.LibsndfileError) as e:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .dump import read_utt2num_frames, require_complete
+from .dump import read_dump_wav_scp, read_utt2num_frames, require_complete
 from .kaldi_io import load_f0, load_feat, read_scp
 from .mel import MelConfig
 from .stats import Stats
@@ -63,7 +63,7 @@ class AudioMelDataset(Dataset):
         self._feats_scp = os.path.join(self.dump_dir, "feats.scp")
         self._wav_scp = os.path.join(self.dump_dir, "wav.scp")
         feats = read_scp(self._feats_scp)
-        wavs = read_scp(self._wav_scp)
+        wavs = read_dump_wav_scp(self._wav_scp)  # ark entries only: no pipes run in training
         if set(feats) != set(wavs):
             diff = sorted(set(feats) ^ set(wavs))
             raise ValueError(f"{self.dump_dir}: feats.scp and wav.scp list different utterances (e.g. {diff[0]!r})")
@@ -74,7 +74,7 @@ class AudioMelDataset(Dataset):
         if unknown:
             raise KeyError(f"{self.dump_dir}: unknown utterance {unknown[0]!r}")
         if segment_length is not None and short == "skip":
-            need = segment_length // hop
+            need = self.config.segment_frames(segment_length)
             ids = [u for u in ids if self._frames(u, feats, num_frames) >= need]
         self.utt_ids = ids
         self._feats = {u: feats[u] for u in ids}
@@ -144,7 +144,7 @@ class AudioMelDataset(Dataset):
         mel = load_feat(self._feats[utt], self.config.n_mels, name=f"{self._feats_scp}: utterance {utt}",
                         fd_dict=self._files(), scp_path=self._feats_scp)
         audio = self._audio(utt)
-        if len(audio) != mel.shape[0] * self.config.hop_length:
+        if len(audio) != self.config.num_samples(mel.shape[0]):
             raise ValueError(
                 f"{self.dump_dir}: utterance {utt}: {len(audio)} samples do not match {mel.shape[0]} "
                 f"frames x hop {self.config.hop_length}"
@@ -179,7 +179,7 @@ class AudioMelDataset(Dataset):
             if f0 is not None:
                 item["f0"] = torch.from_numpy(np.array(f0, dtype=np.float32))
             return item
-        seg_frames = self.segment_length // hop
+        seg_frames = self.config.segment_frames(self.segment_length)
         frames = mel.shape[0]
         if frames >= seg_frames:
             start = int(self.rng(index).integers(0, frames - seg_frames + 1))

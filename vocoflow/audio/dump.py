@@ -14,6 +14,17 @@ Dump directory layout (written by :func:`preprocess`)::
       data/feats.ark data/wav.ark
       .done              written last: a dump without it is incomplete (interrupted run)
 
+A dump's ``wav.scp`` holds ark entries only (:func:`read_dump_wav_scp` refuses pipes and plain
+files there: training never runs a shell command found in a dump).
+
+A run replaces a dump only by a complete new one (:class:`StagedDump`): every file is first
+written into a hidden staging directory inside ``DUMP`` (``DUMP/.staging.tmp.*``; the scp
+lines already name the final ark paths); only when all of them are written is ``.done``
+removed, each file renamed to its place (index files of the old run that the new one does not
+write are removed) and ``.done`` written again. A run that fails or finds nothing usable leaves
+an existing dump byte-identical (and other files in ``DUMP``, such as a ``log/`` directory,
+are never touched).
+
 :func:`vocoflow.audio.stats.normalize` writes the same layout with normalised features, the
 other index files copied (``wav.scp`` still points at the input dump's ark) and
 ``norm_stats.npz`` (the statistics used). A new per-utterance stream goes into
@@ -21,9 +32,13 @@ other index files copied (``wav.scp`` still points at the input dump's ark) and
 
 Each utterance is read (file, ark or pipe; cut to its segment), mixed to mono, resampled to the
 configured rate (or refused with ``strict``), checked (not empty, finite, not silent),
-optionally trimmed of leading/trailing silence, quantised to 16 bits, trimmed to a multiple of
-the hop, and its mel is computed *from the quantised audio*, so audio and features in the dump
-match exactly. Output is deterministic and does not depend on ``n_jobs``: workers only compute,
+optionally trimmed of leading/trailing silence, quantised to 16 bits, and its mel is computed
+*from the quantised audio*: on the non-centred grid the audio is first trimmed to a multiple of
+the hop (audio and features in the dump then match exactly); on the centred grid
+(``MelConfig.center``) the mel is that of the whole waveform (``1 + T // hop`` frames) and the
+stored audio is extended by repeating its last sample to ``frames * hop`` samples
+(:meth:`~vocoflow.audio.mel.MelConfig.fit_audio`, as ParallelWaveGAN's preprocessing does).
+Output is deterministic and does not depend on ``n_jobs``: workers only compute,
 the parent writes in sorted utterance order.
 """
 
@@ -33,19 +48,21 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from vocoflow.atomic import atomic_write_text
+from vocoflow.atomic import atomic_write_text, move_file, tmp_dir_for
 
 from .datadir import DataDir, DataDirError, Issue, Utterance, load_utterance
 from .io import AudioError, from_int16, to_int16
 from .kaldi_io import ArkScpWriter, read_scp
 from .mel import MelConfig, MelSpectrogram, align
 from .pitch import PitchConfig, track_f0
+from .wav_scp import source_kind
 
 __all__ = [
     "DONE",
@@ -58,7 +75,10 @@ __all__ = [
     "require_complete",
     "start_dump",
     "finish_dump",
+    "StagedDump",
+    "OUTPUT_FILES",
     "read_utt2num_frames",
+    "read_dump_wav_scp",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +89,8 @@ INDEX_FILES = ("feats.scp", "wav.scp", "utt2num_frames", "feats_config.yaml", "b
                "f0.scp", "pitch_config.yaml")
 #: The index files that describe the features, rewritten by normalisation (the others are copied).
 FEATURE_FILES = ("feats.scp", "norm_stats.npz")
+#: Every file (relative to the dump) that a run of preprocess or normalize owns, besides DONE.
+OUTPUT_FILES = ("data/feats.ark", "data/wav.ark", "data/f0.ark") + INDEX_FILES
 
 
 def is_complete(dump_dir: str | os.PathLike) -> bool:
@@ -100,6 +122,64 @@ def start_dump(dump_dir: str) -> str:
 def finish_dump(dump_dir: str, summary: str) -> None:
     """Mark ``dump_dir`` complete (written last; ``summary`` is the marker's text)."""
     atomic_write_text(os.path.join(dump_dir, DONE), summary)
+
+
+class StagedDump:
+    """The files of a new dump, written into a staging directory inside ``dump_dir`` and
+    swapped in by :meth:`commit` (see the module docstring); :meth:`abort` removes them and
+    leaves ``dump_dir`` as it was. Write file ``name`` at :meth:`path` and name it in scp lines
+    as :meth:`final`."""
+
+    def __init__(self, dump_dir: str | os.PathLike):
+        self.dump_dir = os.fspath(dump_dir)
+        if os.path.exists(self.dump_dir) and not os.path.isdir(self.dump_dir):
+            raise NotADirectoryError(f"{self.dump_dir}: exists and is not a directory")
+        self.created = not os.path.isdir(self.dump_dir)
+        os.makedirs(self.dump_dir, exist_ok=True)
+        self.tmp = tmp_dir_for(os.path.join(self.dump_dir, "staging"))
+        os.makedirs(os.path.join(self.tmp, "data"))
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.tmp, name)
+
+    def final(self, name: str) -> str:
+        return os.path.join(self.dump_dir, name)
+
+    def commit(self, summary: str) -> None:
+        """Swap the staged files in and write :data:`DONE` (``summary``) last."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.final(DONE))
+        for name in OUTPUT_FILES:
+            if os.path.isfile(self.path(name)):
+                move_file(self.path(name), self.final(name))
+            else:  # an earlier run's file this run does not write (e.g. f0.scp)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.final(name))
+        finish_dump(self.dump_dir, summary)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.created:  # leave no empty directory behind for a run that wrote nothing
+            with contextlib.suppress(OSError):
+                os.rmdir(self.dump_dir)
+
+
+def read_dump_wav_scp(path: str | os.PathLike) -> dict[str, str]:
+    """A dump's ``wav.scp`` (``{utt: ark entry}``). Dumps hold their audio in arks: a pipe
+    (``command |``) or a plain file there raises ``ValueError('<file>:<line>: ...')``, so that a
+    shell command put into a dump is never run."""
+    path = os.fspath(path)
+    entries = read_scp(path)
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            key, _, value = line.strip().partition(" ")
+            value = value.strip()
+            if value and source_kind(value) != "ark":
+                what = "a pipe" if source_kind(value) == "pipe" else "a plain file"
+                raise ValueError(f"{path}:{lineno}: utterance {key}: {what} ({value!r}); a dump's wav.scp holds "
+                                 "ark entries (path:offset) only: run `vocoflow preprocess` to make a dump")
+    return entries
 
 
 def read_utt2num_frames(path: str | os.PathLike) -> dict[str, int]:
@@ -169,9 +249,11 @@ def process_utterance(utt: Utterance, config: MelConfig, mel: MelSpectrogram | N
             wav, top_db=trim_db, frame_length=config.n_fft, hop_length=config.hop_length
         )
         wav = wav[first:last]
-    pcm = align(to_int16(wav), config.hop_length)
-    left, right = config.pad
-    need = (max(left, right) // config.hop_length + 1) * config.hop_length  # reflect pad < length
+    pcm = to_int16(wav)
+    need = config.min_samples  # one hop, longer than the reflected edge
+    if not config.center:  # the non-centred grid: features of the hop-aligned audio
+        pcm = align(pcm, config.hop_length)
+        need = -(-need // config.hop_length) * config.hop_length
     if len(pcm) < need:
         raise AudioError(
             utt.source, f"utterance {utt.utt_id} too short: {len(wav)} samples at {config.sample_rate} Hz "
@@ -182,7 +264,9 @@ def process_utterance(utt: Utterance, config: MelConfig, mel: MelSpectrogram | N
     with torch.no_grad():
         feats = mel(torch.from_numpy(from_int16(pcm)))
     feats = feats.T.contiguous().numpy().astype(np.float32, copy=False)
-    assert feats.shape[0] * config.hop_length == len(pcm)
+    assert feats.shape[0] == config.num_frames(len(pcm))
+    pcm = config.fit_audio(pcm, feats.shape[0])
+    assert config.num_samples(feats.shape[0]) == len(pcm)
     return pcm, feats
 
 
@@ -281,8 +365,9 @@ def preprocess(
     """Extract features and aligned audio of a Kaldi data directory into ``dump_dir``.
 
     Bad utterances are skipped and listed in ``dump_dir/bad_utts`` (and the result). Returns a
-    :class:`PreprocessResult`; when no utterance is usable nothing but ``bad_utts`` is written
-    and ``n_ok`` is 0. Structural errors in the data directory (malformed, duplicate or
+    :class:`PreprocessResult`; when no utterance is usable nothing is written (an existing dump
+    is left as it was) and ``n_ok`` is 0. The new dump replaces an old one only when it is
+    complete (:class:`StagedDump`). Structural errors in the data directory (malformed, duplicate or
     unsorted lines, mismatched files) raise :class:`~vocoflow.audio.datadir.DataDirError`;
     missing or unreadable audio only skips the utterances concerned. ``progress`` wraps the
     result iterator, e.g. ``functools.partial(tqdm.tqdm, desc=...)``. With ``pitch`` (a
@@ -300,46 +385,48 @@ def preprocess(
     utts = dd.utterances()
     if not utts:
         raise DataDirError([Issue(os.path.join(data_dir, "wav.scp"), None, "no utterances", code="empty")])
-    data = start_dump(dump_dir)
     result = PreprocessResult()
-    hop = config.hop_length
-    feats_w = ArkScpWriter(os.path.join(data, "feats.ark"), os.path.join(dump_dir, "feats.scp"))
-    wav_w = ArkScpWriter(os.path.join(data, "wav.ark"), os.path.join(dump_dir, "wav.scp"))
-    f0_w = (ArkScpWriter(os.path.join(data, "f0.ark"), os.path.join(dump_dir, "f0.scp"))
-            if pitch is not None else None)
-    writers = [w for w in (feats_w, wav_w, f0_w) if w is not None]
-    pitch_dict = pitch.to_dict() if pitch is not None else None
+    stage = StagedDump(dump_dir)
     try:
-        with _results(utts, config, n_jobs, strict, trim_db, pitch=pitch_dict) as stream:
-            if progress is not None:  # workers start above, before the progress bar's thread
-                stream = progress(stream, total=len(utts))
-            results = list(_write_results(stream, feats_w, wav_w, config, result, f0_w))
-        num_frames = [f"{u} {n}\n" for u, n in results]
-        bad_text = "".join(f"{u}\t{reason}\n" for u, reason in result.bad)
-        atomic_write_text(os.path.join(dump_dir, "bad_utts"), bad_text)
-        if result.n_ok == 0:
+        def writer(name):
+            return ArkScpWriter(stage.path(f"data/{name}.ark"), stage.path(f"{name}.scp"),
+                                ark_name=stage.final(f"data/{name}.ark"))
+
+        feats_w, wav_w = writer("feats"), writer("wav")
+        f0_w = writer("f0") if pitch is not None else None
+        writers = [w for w in (feats_w, wav_w, f0_w) if w is not None]
+        pitch_dict = pitch.to_dict() if pitch is not None else None
+        try:
+            with _results(utts, config, n_jobs, strict, trim_db, pitch=pitch_dict) as stream:
+                if progress is not None:  # workers start above, before the progress bar's thread
+                    stream = progress(stream, total=len(utts))
+                results = list(_write_results(stream, feats_w, wav_w, config, result, f0_w))
+            if result.n_ok == 0:  # nothing usable: nothing written, an existing dump kept
+                for w in writers:
+                    w.abort()
+                stage.abort()
+                result.elapsed = time.perf_counter() - t0
+                return result
+            for w in writers:
+                w.commit()
+        except BaseException:
             for w in writers:
                 w.abort()
-            result.elapsed = time.perf_counter() - t0
-            return result
-        for w in writers:
-            w.commit()
-    except BaseException:
-        for w in writers:
-            w.abort()
-        raise
-    atomic_write_text(os.path.join(dump_dir, "utt2num_frames"), "".join(num_frames))
-    config.save(os.path.join(dump_dir, "feats_config.yaml"))
-    if pitch is not None:  # (start_dump removed any earlier run's f0.scp and pitch_config.yaml)
-        import yaml
+            raise
+        atomic_write_text(stage.path("bad_utts"), "".join(f"{u}\t{reason}\n" for u, reason in result.bad))
+        atomic_write_text(stage.path("utt2num_frames"), "".join(f"{u} {n}\n" for u, n in results))
+        config.save(stage.path("feats_config.yaml"))
+        if pitch is not None:
+            import yaml
 
-        atomic_write_text(os.path.join(dump_dir, "pitch_config.yaml"),
-                          yaml.safe_dump(pitch.to_dict(), sort_keys=False))
-    result.audio_seconds = result.frames * hop / config.sample_rate
-    result.elapsed = time.perf_counter() - t0
-    finish_dump(
-        dump_dir,
-        f"utterances: {result.n_ok}\nskipped: {len(result.bad)}\nframes: {result.frames}\n"
-        f"audio_seconds: {result.audio_seconds:.3f}\n",
-    )
+            atomic_write_text(stage.path("pitch_config.yaml"), yaml.safe_dump(pitch.to_dict(), sort_keys=False))
+        result.audio_seconds = config.num_samples(result.frames) / config.sample_rate
+        result.elapsed = time.perf_counter() - t0
+        stage.commit(
+            f"utterances: {result.n_ok}\nskipped: {len(result.bad)}\nframes: {result.frames}\n"
+            f"audio_seconds: {result.audio_seconds:.3f}\n",
+        )
+    except BaseException:
+        stage.abort()
+        raise
     return result

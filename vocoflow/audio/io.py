@@ -2,6 +2,11 @@
 
 Every problem with an input file is an :class:`AudioError` whose message starts with the file
 name (or the ``command |`` that produced it), so batch tools can list bad files and go on.
+
+A truncated WAV file (its header declares more audio data than the file holds: a partial copy
+or download) is refused, not read short (:func:`check_truncated`). A streamed WAV, as a pipe
+writes it, declares a placeholder length (``0xFFFFFFFF``, or sox's ``0x7FFFF000``), which is
+not a claim and is read to its end.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import io as _io
 import logging
 import os
+import re
 import subprocess
 
 import numpy as np
@@ -24,6 +30,7 @@ __all__ = [
     "prepare_audio",
     "cut_segment",
     "check_audio",
+    "check_truncated",
     "resample",
     "run_pipe",
     "save_wav",
@@ -54,6 +61,25 @@ class AudioError(ValueError):
 
     def __reduce__(self):  # picklable across worker processes
         return (type(self), (self.path, self.reason))
+
+
+# libsndfile's log of a WAV header whose data chunk is longer than the file: "data : 32000 (should be 15978)"
+_DATA_LENGTH = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# declared lengths from here on are placeholders of streamed WAVs (sox writes 0x7FFFF000, others 0xFFFFFFFF)
+_PLACEHOLDER_LENGTH = 0x7FFF0000
+
+
+def check_truncated(info, name) -> None:
+    """Raise :class:`AudioError` if ``info`` (a ``soundfile.SoundFile`` or ``soundfile.info``
+    result, via its libsndfile log ``extra_info``) is a WAV whose header declares more audio
+    data than the file holds."""
+    m = _DATA_LENGTH.search(getattr(info, "extra_info", "") or "")
+    if m is None:
+        return
+    declared, present = int(m.group(1)), int(m.group(2))
+    if present < declared < _PLACEHOLDER_LENGTH:
+        raise AudioError(name, f"truncated WAV file: the header declares {declared} bytes of audio data, "
+                               f"the file holds {present} (a partial copy or download?)")
 
 
 def run_pipe(command: str, name: str | None = None, timeout: float | None = None) -> bytes:
@@ -151,6 +177,7 @@ def load_audio(
         handle = source
     try:
         with sf.SoundFile(handle) as f:
+            check_truncated(f, label)
             rate = f.samplerate
             total = f.frames
             first, last = 0, total

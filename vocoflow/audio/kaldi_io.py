@@ -167,14 +167,18 @@ class ArkScpWriter:
 
     Data go to a temporary file next to ``ark_path``; :meth:`commit` renames it and then writes
     the scp (atomically). The scp lines point at ``ark_path`` exactly as given (Kaldi's rule:
-    relative paths are relative to the directory the tools run from). Values are float arrays
+    relative paths are relative to the directory the tools run from), or at ``ark_name`` when
+    the ark is written somewhere else (a staging directory) and moved there before it is read
+    (offsets do not depend on the name). Values are float arrays
     (written as Kaldi float matrices/vectors) or ``(rate, int16 array)`` (a WAV inside the ark).
     Used as a context manager it commits on success and removes the temporary file on error.
     """
 
-    def __init__(self, ark_path: str | os.PathLike, scp_path: str | os.PathLike):
+    def __init__(self, ark_path: str | os.PathLike, scp_path: str | os.PathLike,
+                 ark_name: str | os.PathLike | None = None):
         self.ark_path = os.fspath(ark_path)
         self.scp_path = os.fspath(scp_path)
+        self.ark_name = self.ark_path if ark_name is None else os.fspath(ark_name)
         self._ark = AtomicFile(self.ark_path, "wb")
         self._f = self._ark.file
         self._lines: list[str] = []
@@ -190,7 +194,7 @@ class ArkScpWriter:
             kaldiio.save_ark(self._f, {key: (int(rate), np.asarray(arr, dtype=np.int16))})
         else:
             kaldiio.save_ark(self._f, {key: np.asarray(value, dtype=np.float32)})
-        self._lines.append(f"{key} {self.ark_path}:{offset}\n")
+        self._lines.append(f"{key} {self.ark_name}:{offset}\n")
 
     def commit(self) -> None:
         self._ark.commit()

@@ -18,7 +18,7 @@ import numpy as np
 
 from vocoflow.atomic import atomic_copy, atomic_open
 
-from .dump import FEATURE_FILES, INDEX_FILES, finish_dump, require_complete, start_dump
+from .dump import FEATURE_FILES, INDEX_FILES, StagedDump, require_complete
 from .kaldi_io import ArkScpWriter, load_feat, read_feats, read_scp
 from .mel import MelConfig
 
@@ -56,13 +56,24 @@ class Stats:
     scale: np.ndarray
     count: int
 
+    def __post_init__(self):
+        self.mean = np.asarray(self.mean, dtype=np.float64)
+        self.scale = np.asarray(self.scale, dtype=np.float64)
+        problem = _problem(self.mean, self.scale)
+        if problem is not None:
+            raise ValueError(f"bad feature statistics: {problem}")
+
     @classmethod
     def from_features(cls, feats) -> "Stats":
+        """Statistics over 2-D ``(frames, bins)`` matrices; a matrix with NaN or infinite values
+        raises ``ValueError`` (:func:`compute_stats` names the utterance)."""
         n, mean, m2 = 0, None, None
-        for x in feats:
+        for i, x in enumerate(feats):
             x = np.asarray(x, dtype=np.float64)
             if x.ndim != 2 or x.shape[0] == 0:
                 continue
+            if not np.isfinite(x).all():
+                raise ValueError(f"feature matrix {i} contains NaN or infinite values")
             k = x.shape[0]
             mu = x.mean(axis=0)
             q = ((x - mu) ** 2).sum(axis=0)
@@ -127,21 +138,44 @@ class Stats:
             raise
         except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
             raise StatsError(path, f"cannot read statistics ({type(e).__name__}: {e})") from None
-        if mean.ndim != 1 or mean.shape != scale.shape:
-            raise StatsError(path,
-                             f"mean and scale must be vectors of one size, got shapes {mean.shape} and {scale.shape}")
-        if not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
-            raise StatsError(path, "mean/scale are not finite or a scale is not positive")
+        problem = _problem(mean, scale)
+        if problem is not None:
+            raise StatsError(path, problem)
         return cls(mean, scale, count)
 
 
+def _problem(mean: np.ndarray, scale: np.ndarray) -> str | None:
+    """What is wrong with a mean/scale pair (``None``: nothing)."""
+    if mean.ndim != 1 or mean.shape != scale.shape or mean.size == 0:
+        return f"mean and scale must be non-empty vectors of one size, got shapes {mean.shape} and {scale.shape}"
+    if not (np.isfinite(mean).all() and np.isfinite(scale).all()):
+        return "mean/scale contain NaN or infinite values"
+    if not (scale > 0).all():
+        bad = int(np.argmax(~(scale > 0)))
+        return f"the scale of bin {bad} is {scale[bad]:g}, not positive (every scale must be > 0)"
+    return None
+
+
+def _finite(x: np.ndarray, scp: str, utt: str) -> np.ndarray:
+    """``x``, or ``ValueError`` naming the utterance if it holds NaN or infinite values."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        raise ValueError(f"{scp}: utterance {utt}: features contain NaN or infinite values "
+                         f"({int(x.size - finite.sum())} of {x.size}); rerun preprocess or drop it")
+    return x
+
+
 def compute_stats(dump_dir: str | os.PathLike, out: str | os.PathLike | None = None, progress=None) -> Stats:
-    """Statistics over ``dump_dir/feats.scp`` saved to ``out`` (default ``dump_dir/stats.npz``)."""
+    """Statistics over ``dump_dir/feats.scp`` saved to ``out`` (default ``dump_dir/stats.npz``).
+
+    Features with NaN or infinite values raise ``ValueError`` naming the utterance. ``out`` is
+    written atomically, after all features are read: a failed run leaves an existing file as it
+    was."""
     dump_dir = os.fspath(dump_dir)
     require_complete(dump_dir)
     n_mels = MelConfig.load(os.path.join(dump_dir, "feats_config.yaml")).n_mels
     scp = os.path.join(dump_dir, "feats.scp")
-    stream = (f for _, f in read_feats(scp, n_mels))
+    stream = (_finite(f, scp, utt) for utt, f in read_feats(scp, n_mels))
     if progress is not None:
         stream = progress(stream, total=len(read_scp(scp)))
     stats = Stats.from_features(stream)
@@ -152,39 +186,50 @@ def compute_stats(dump_dir: str | os.PathLike, out: str | os.PathLike | None = N
 def normalize(dump_dir: str | os.PathLike, stats: Stats | str | os.PathLike, out_dir: str | os.PathLike,
               progress=None) -> int:
     """Write ``out_dir`` with ``(feats - mean) / scale``; the other index files (audio,
-    frame counts, config, bad utterances) are copied. Returns the number of utterances."""
+    frame counts, config, bad utterances) are copied. Returns the number of utterances.
+
+    Features with NaN or infinite values raise ``ValueError`` naming the utterance. The new
+    output replaces an existing ``out_dir`` dump only when it is complete
+    (:class:`~vocoflow.audio.dump.StagedDump`); a failed run leaves it byte-identical."""
     dump_dir, out_dir = os.fspath(dump_dir), os.fspath(out_dir)
     require_complete(dump_dir)
     if os.path.abspath(dump_dir) == os.path.abspath(out_dir):
         raise ValueError("normalize: --out-dir must differ from --dump-dir")
+    where = "the statistics"
     if not isinstance(stats, Stats):
+        where = os.fspath(stats)
         stats = Stats.load(stats)
     config = MelConfig.load(os.path.join(dump_dir, "feats_config.yaml"))
     if stats.mean.shape != (config.n_mels,):
-        raise ValueError(f"stats have {stats.mean.shape[0]} bins but the features have n_mels={config.n_mels}")
+        raise ValueError(f"{where}: {stats.mean.shape[0]} bins, but the features of {dump_dir} have "
+                         f"n_mels={config.n_mels}")
     if os.path.isfile(os.path.join(dump_dir, "norm_stats.npz")):
         log.warning("%s is already normalised; normalising again", dump_dir)
     scp = os.path.join(dump_dir, "feats.scp")
     entries = read_scp(scp)
-    data = start_dump(out_dir)
+    stage = StagedDump(out_dir)
     n = 0
     fd_dict: dict = {}
     try:
-        with ArkScpWriter(os.path.join(data, "feats.ark"), os.path.join(out_dir, "feats.scp")) as w:
+        with ArkScpWriter(stage.path("data/feats.ark"), stage.path("feats.scp"),
+                          ark_name=stage.final("data/feats.ark")) as w:
             items = entries.items()
             if progress is not None:
                 items = progress(items, total=len(entries))
             for utt, value in items:
                 x = load_feat(value, config.n_mels, name=f"{scp}: utterance {utt}", fd_dict=fd_dict, scp_path=scp)
-                w.write(utt, stats.normalize(x))
+                w.write(utt, stats.normalize(_finite(x, scp, utt)))
                 n += 1
+        for name in INDEX_FILES:
+            src = os.path.join(dump_dir, name)
+            if name not in FEATURE_FILES and os.path.isfile(src):
+                atomic_copy(src, stage.path(name))
+        stats.save(stage.path("norm_stats.npz"))
+        stage.commit(f"utterances: {n}\nnormalized_from: {dump_dir}\n")
+    except BaseException:
+        stage.abort()
+        raise
     finally:
         for fd in fd_dict.values():
             fd.close()
-    for name in INDEX_FILES:
-        src = os.path.join(dump_dir, name)
-        if name not in FEATURE_FILES and os.path.isfile(src):
-            atomic_copy(src, os.path.join(out_dir, name))
-    stats.save(os.path.join(out_dir, "norm_stats.npz"))
-    finish_dump(out_dir, f"utterances: {n}\nnormalized_from: {dump_dir}\n")
     return n

@@ -23,7 +23,7 @@ import kaldiio
 import numpy as np
 import soundfile as sf
 
-from .io import AudioError, cut_segment, load_audio, prepare_audio, run_pipe
+from .io import AudioError, check_truncated, cut_segment, load_audio, prepare_audio, run_pipe
 from .kaldi_io import resolve_entry
 
 __all__ = ["source_kind", "ark_path", "load_wav_entry", "wav_entry_duration"]
@@ -102,7 +102,7 @@ def load_wav_entry(
 
 def wav_entry_duration(value: str, name: str | None = None) -> float:
     """Duration in seconds of the audio of a ``wav.scp`` value (a pipe is run, an ark entry is
-    read, a file's header is read). Unreadable audio raises ``AudioError``, ``ValueError``,
+    read, a file's header is read; a truncated WAV is refused). Unreadable audio raises ``AudioError``, ``ValueError``,
     ``RuntimeError``, ``OSError`` or ``soundfile.LibsndfileError``."""
     value = value.strip()
     kind = source_kind(value)
@@ -113,4 +113,7 @@ def wav_entry_duration(value: str, name: str | None = None) -> float:
         return len(arr) / rate
     else:
         info = sf.info(value)
+    check_truncated(info, name or value)
+    if info.frames <= 0:
+        raise AudioError(name or value, "no audio samples")
     return info.frames / info.samplerate

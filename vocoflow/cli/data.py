@@ -22,9 +22,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("data_dir", metavar="DIR", nargs="+")
     p.add_argument("--no-audio-check", action="store_true",
-                   help="do not read audio headers (segment ends are then not checked)")
+                   help="do not read audio headers (unreadable or truncated audio and segment ends "
+                        "are then not checked)")
     p.add_argument("--run-pipes", action="store_true",
-                   help="run 'command |' entries to check segment ends against them")
+                   help="run 'command |' entries to check that they produce readable audio (and "
+                        "segment ends against it)")
     p.add_argument("--max-errors", type=int, default=100, help="print at most this many issues (default 100)")
     p.set_defaults(func=cmd_validate)
 
@@ -164,6 +166,8 @@ def cmd_preprocess(args) -> int:
         )
     except DataDirError as e:
         raise CLIError(f"{args.data_dir}: invalid data directory:\n{e}") from None
+    except OSError as e:  # e.g. a full disk: the staged new dump is removed, an old one kept
+        raise CLIError(f"{e} (nothing in {args.dump_dir} was replaced)") from None
     if result.bad:
         print(f"skipped {len(result.bad)} bad utterance(s) (listed in {os.path.join(args.dump_dir, 'bad_utts')}):",
               file=sys.stderr)

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from .main import CLIError
-from .train import add_common_train_args, read_config_with_overrides, train_config
+from .train import add_common_train_args, check_model_section, read_config_with_overrides, train_config
 
 
 def register(sub):
@@ -105,8 +105,10 @@ def run(args) -> int:
             raise CLIError(f"{d}: not a dump directory (no feats.scp); run `vocoflow preprocess`")
     try:
         task = DistillTask(config, teacher, args.train_dump, args.dev_dump)
+        check_model_section(config, task.features, args.config)
         trainer = Trainer(task, cfg, args.out_dir, cpu=args.cpu, resume=args.resume,
-                          progress=not args.no_progress, config_dump=config)
+                          progress=not args.no_progress, config_dump=config,
+                          overwrite=args.overwrite)
         summary = trainer.fit()
     except (ConfigError, TrainingError, FileNotFoundError) as e:
         raise CLIError(str(e)) from None

@@ -435,8 +435,8 @@ class Trainer:
 
     def _prepare_out_dir(self):
         """Main process: lock the out-dir, refuse to start over an existing run (unless
-        ``overwrite``, which removes it first), pick the checkpoint to resume from and write
-        ``config.yaml``. Returns the open lock file."""
+        ``overwrite``, which removes it first) and pick the checkpoint to resume from.
+        Returns the open lock file."""
         out = self.out_dir
         if self.resume and self.overwrite:
             raise TrainingError("--resume and --overwrite exclude each other (continue the run "
@@ -488,16 +488,7 @@ class Trainer:
                         old_config = read_yaml_file(out / "config.yaml")
                     except YAMLFileError as e:
                         log.warning("%s; not comparing it with the new config", e)
-            if self.config_dump is not None:
-                import yaml
-
-                if isinstance(old_config, dict):
-                    changes = _config_changes(old_config, self.config_dump)
-                    if changes:
-                        log.warning("resuming with a changed config; the new values are in effect "
-                                    "from step %d on and config.yaml now records them: %s",
-                                    self._resume_point[1]["step"], "; ".join(changes))
-                atomic_write_text(out / "config.yaml", yaml.safe_dump(self.config_dump, sort_keys=False))
+            self._old_config = old_config
         except OSError as e:
             lock.close()
             raise TrainingError(f"{e.filename or out}: {e.strerror or e}") from None
@@ -505,6 +496,27 @@ class Trainer:
             lock.close()
             raise
         return lock
+
+    def _write_config(self, step: int) -> None:
+        """Main process, once the run has started (or resumed): ``config.yaml`` records the
+        config in effect; on resume the changes from the recorded one are logged."""
+        if self.config_dump is None:
+            return
+        import yaml
+
+        old = getattr(self, "_old_config", None)
+        if self.resume and isinstance(old, dict):
+            changes = _config_changes(old, self.config_dump)
+            if changes:
+                log.warning("resuming with a changed config; the new values are in effect from "
+                            "step %d on and config.yaml now records them: %s", step,
+                            "; ".join(changes))
+        try:
+            atomic_write_text(self.out_dir / "config.yaml",
+                              yaml.safe_dump(self.config_dump, sort_keys=False))
+        except OSError as e:
+            raise TrainingError(f"{e.filename or self.out_dir / 'config.yaml'}: "
+                                f"{e.strerror or e}") from None
 
     def _check_model_matches(self, ckpt: Path, model: nn.Module) -> None:
         """Refuse a checkpoint whose saved parameters do not fit the model built from the
@@ -607,6 +619,8 @@ class Trainer:
             acc.wait_for_everyone()
         elif acc.is_main_process and self._log_path().exists():
             self._log_path().unlink()
+        if acc.is_main_process:
+            self._write_config(step)
 
         writer = None
         if acc.is_main_process:

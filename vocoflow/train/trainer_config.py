@@ -8,6 +8,30 @@ from dataclasses import dataclass, field, fields
 __all__ = ["TrainConfig"]
 
 
+def _check_type(name: str, kind: str, v):
+    """``v`` as field ``train.<name>`` of annotation ``kind`` wants it, or a ValueError naming
+    the key."""
+    optional = kind.endswith("| None")
+    base = kind.split("|")[0].strip()
+    if v is None and optional:
+        return v
+    is_num = isinstance(v, (int, float)) and not isinstance(v, bool)
+    if base == "int" and isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if base == "float" and is_num:
+        return float(v)
+    if base == "str" and isinstance(v, str):
+        return v
+    if base == "tuple" and isinstance(v, (list, tuple)) and len(v) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        return tuple(float(x) for x in v)
+    if base == "dict" and isinstance(v, dict):
+        return v
+    want = {"int": "an integer", "float": "a number", "str": "a string",
+            "tuple": "a pair of numbers", "dict": "a mapping"}.get(base, base)
+    raise ValueError(f"train.{name}: expected {want}{' or null' if optional else ''}, got {v!r}")
+
+
 @dataclass
 class TrainConfig:
     """Options of :class:`~vocoflow.train.trainer.Trainer`.
@@ -43,6 +67,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "TrainConfig":
+        if d is not None and not isinstance(d, dict):
+            raise ValueError(f"train: must be a mapping, got {type(d).__name__} {d!r}")
         d = dict(d or {})
         known = {f.name for f in fields(cls)}
         extra = {k: d.pop(k) for k in list(d) if k not in known}
@@ -54,6 +80,9 @@ class TrainConfig:
                     d[f.name] = (int if f.type.startswith("int") else float)(v)
                 except ValueError:
                     raise ValueError(f"train.{f.name}: {v!r} is not a number") from None
+        for f in fields(cls):
+            if f.name in d:
+                d[f.name] = _check_type(f.name, f.type, d[f.name])
         cfg = cls(**d)
         cfg.extra.update(extra)
         if isinstance(cfg.betas, list):

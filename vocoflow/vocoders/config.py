@@ -26,7 +26,7 @@ from vocoflow.yamlfile import read_yaml_file
 from .models import VOCODER_MODELS
 
 __all__ = ["load_model_config", "load_config", "features_from_config", "model_config_from",
-           "build_model", "model_type", "TOP_LEVEL_KEYS", "DEFAULT_SYNTHESIS"]
+           "build_model", "model_type", "check_config_layout", "TOP_LEVEL_KEYS", "DEFAULT_SYNTHESIS"]
 
 TOP_LEVEL_KEYS = ("features", "model", "train", "synthesis")
 DEFAULT_SYNTHESIS = {"sigma": 0.6, "denoise": 0.0}
@@ -44,15 +44,7 @@ def load_model_config(source) -> dict:
         data = read_yaml_file(name)
     else:
         data = source
-    if not isinstance(data, dict):
-        raise ValueError(f"{name}: a model config must be a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
-    if unknown:
-        raise ValueError(f"{name}: unknown top-level key(s) {', '.join(unknown)} "
-                         f"(expected {', '.join(TOP_LEVEL_KEYS)})")
-    for key in ("features", "model"):
-        if not isinstance(data.get(key), dict):
-            raise ValueError(f"{name}: '{key}:' must be a mapping")
+    check_config_layout(data, name)
     out = {
         "features": dict(data["features"]),
         "model": dict(data["model"]),
@@ -65,6 +57,30 @@ def load_model_config(source) -> dict:
     except (TypeError, ValueError) as e:
         raise ValueError(f"{name}: {e}") from None
     return out
+
+
+def check_config_layout(data, name: str = "<config>", required=("features", "model")) -> None:
+    """Check a config document's layout: a mapping of :data:`TOP_LEVEL_KEYS` only, each section
+    a mapping (``required`` ones present), ``synthesis`` holding only ``sigma``/``denoise``
+    numbers. Raises ``ValueError`` naming ``name`` and the key."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{name}: a model config must be a mapping, got {type(data).__name__}")
+    unknown = sorted(str(k) for k in set(data) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ValueError(f"{name}: unknown top-level key(s) {', '.join(unknown)} "
+                         f"(expected {', '.join(TOP_LEVEL_KEYS)})")
+    for key in TOP_LEVEL_KEYS:
+        value = data.get(key)
+        if key in required and not isinstance(value, dict):
+            raise ValueError(f"{name}: '{key}:' must be a mapping")
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{name}: '{key}:' must be a mapping, got {type(value).__name__} {value!r}")
+    for k, v in (data.get("synthesis") or {}).items():
+        if k not in DEFAULT_SYNTHESIS:
+            raise ValueError(f"{name}: synthesis.{k}: unknown key (expected "
+                             f"{', '.join(DEFAULT_SYNTHESIS)})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise ValueError(f"{name}: synthesis.{k}: expected a number >= 0, got {v!r}")
 
 
 def features_from_config(cfg: dict) -> MelConfig:

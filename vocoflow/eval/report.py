@@ -46,9 +46,9 @@ def griffin_lim_from_mel(mel_log: np.ndarray, config: MelConfig, n_iter: int = 3
     wav = librosa.griffinlim(stft_mag, n_iter=n_iter, hop_length=config.hop_length,
                              win_length=config.win_length, window=config.window, center=True,
                              random_state=0)
-    # Griffin-Lim centres frame t at t*hop; the front end's frame t (padding (n_fft-hop)/2,
-    # no centring) is centred at t*hop + n_fft/2 - (n_fft-hop)/2: delay by the difference
-    shift = config.n_fft // 2 - (config.n_fft - config.hop_length) // 2
+    # Griffin-Lim centres frame t at t*hop, as the centred grid does; the non-centred grid's frame
+    # t (padding (n_fft-hop)/2) is centred at t*hop + n_fft/2 - (n_fft-hop)/2: delay by the difference
+    shift = 0 if config.center else config.n_fft // 2 - (config.n_fft - config.hop_length) // 2
     wav = np.concatenate([np.zeros(max(0, shift)), wav])
     if length is not None:
         wav = wav[:length] if len(wav) >= length else np.pad(wav, (0, length - len(wav)))

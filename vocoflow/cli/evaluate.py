@@ -115,8 +115,8 @@ def heldout_nll(model_dir: str, dump_dir: str, max_seconds: float | None = None)
             if f0 is not None:
                 f0 = torch.as_tensor(f0)[None].to(voc.device, voc.dtype)
             if max_seconds:
-                frames = int(max_seconds * voc.sample_rate) // voc.hop_length
-                audio, mel = audio[:, : frames * voc.hop_length], mel[..., :frames]
+                frames = voc.features.segment_frames(int(max_seconds * voc.sample_rate))
+                audio, mel = audio[:, : voc.features.num_samples(frames)], mel[..., :frames]
                 f0 = None if f0 is None else f0[:, :frames]
             kw = {"f0": f0} if voc.uses_excitation else {}
             total += -float(voc.model.log_prob(audio, mel, sigma, **kw).sum())

@@ -25,8 +25,8 @@ class TeacherTask(VocoderTask):
     default 0.25: the sampler makes one network step per sample).
     """
 
-    def __init__(self, config: dict, train_dump, dev_dump=None):
-        super().__init__(config, train_dump, dev_dump)
+    def __init__(self, config: dict, train_dump, dev_dump=None, **kw):
+        super().__init__(config, train_dump, dev_dump, **kw)
         kind = (config.get("model") or {}).get("type")
         choice = VOCODER_MODELS.find(kind)
         if choice is None or choice.task != "teacher":

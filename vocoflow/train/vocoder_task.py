@@ -53,9 +53,12 @@ class VocoderTask:
     """
 
     def __init__(self, config: dict, train_dump: str | os.PathLike,
-                 dev_dump: str | os.PathLike | None = None):
+                 dev_dump: str | os.PathLike | None = None, *,
+                 train_feats_scp: str | os.PathLike | None = None):
         self.config = config
         self.train_dump = Path(train_dump)
+        # TTS-predicted (GTA) mels replacing the training dump's (see vocoflow.train.gta)
+        self.train_feats_scp = train_feats_scp
         self.dev_dump = Path(dev_dump) if dev_dump else None
         tr = dict(config.get("train") or {})
         self.features = MelConfig.load(self.train_dump / "feats_config.yaml")
@@ -179,6 +182,11 @@ class VocoderTask:
         return lf0_statistics(tracks)
 
     def train_dataset(self):
+        if self._train is None and self.train_feats_scp is not None:
+            from .gta import GTADataset
+
+            self._train = GTADataset(self.train_dump, self.train_feats_scp, self.segment_length,
+                                     seed=self.seed, short=self.short)
         if self._train is None:
             self._train = AudioMelDataset(self.train_dump, self.segment_length, seed=self.seed,
                                           short=self.short)

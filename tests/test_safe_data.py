@@ -307,3 +307,40 @@ def test_truncated_wav_is_refused(tmp_path):
     assert res.n_ok == 1 and res.bad[0][0] == "b" and "truncated WAV file" in res.bad[0][1]
     issues = [str(i) for i in validate_data_dir(data) if i.severity == "error"]
     assert len(issues) == 1 and "wav.scp:2" in issues[0] and "truncated WAV file" in issues[0]
+
+
+def test_normalize_flag_must_be_a_real_boolean(tmp_path, capsys):
+    import yaml
+
+    from vocoflow.vocoders import VocoderError, build_model, load, load_config, save_vocoder
+
+    cfg = load_config(CONFIGS / "waveglow_debug.yaml")
+    stats = {"mean": np.full(80, -6.0), "scale": np.full(80, 2.0)}
+    with pytest.raises(VocoderError, match=r"normalize must be true or false .*got 'false'"):
+        save_vocoder(build_model(cfg), {**cfg, "normalize": "false"}, tmp_path / "v0", stats=stats)
+    assert not (tmp_path / "v0").exists()
+    voc = vocoder_dir(tmp_path / "voc")
+    doc = yaml.safe_load((voc / "config.yaml").read_text())
+    assert doc["normalize"] is True and load(voc).normalize
+    doc["normalize"] = "false"  # a quoted string: it used to be read as true
+    (voc / "config.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(VocoderError, match=r"config\.yaml: normalize must be true or false"):
+        load(voc)
+    feats = tmp_path / "f.scp"
+    with ArkScpWriter(tmp_path / "f.ark", feats) as w:
+        w.write("a", np.full((10, 80), -6.0, np.float32))
+    assert cli("decode", "--model", voc, "--feats-scp", feats, "--out-dir", tmp_path / "dec", "--no-progress") == 1
+    assert f"{voc}/config.yaml: normalize must be true or false" in error_line(capsys)
+    doc["normalize"] = False  # a real boolean is accepted
+    (voc / "config.yaml").write_text(yaml.safe_dump(doc))
+    assert load(voc).normalize is False
+
+
+def test_api_refuses_nonpositive_scale():
+    from vocoflow.vocoders import Vocoder, VocoderError, build_model, load_config
+
+    cfg = load_config(CONFIGS / "waveglow_debug.yaml")
+    model = build_model(cfg)
+    features = get_preset("asterisk16k")
+    with pytest.raises(VocoderError, match="the scale of bin 0 is -2, not positive"):
+        Vocoder(model, features, stats=(np.zeros(80), np.full(80, -2.0)), normalize=True)

@@ -33,7 +33,7 @@ from .config import DEFAULT_SYNTHESIS, features_from_config, model_config_from, 
 from .models import VOCODER_MODELS
 
 __all__ = ["FORMAT", "VERSION", "VocoderError", "save_vocoder", "read_vocoder_dir", "SavedVocoder",
-           "stats_arrays"]
+           "stats_arrays", "config_flag"]
 
 FORMAT = "vocoflow-vocoder"
 VERSION = 1
@@ -68,10 +68,26 @@ def stats_arrays(stats):
         except ValueError as e:  # StatsError: names the file and what is wrong
             raise VocoderError(str(e)) from None
     if isinstance(stats, dict):
-        return np.asarray(stats["mean"], np.float64), np.asarray(stats["scale"], np.float64)
-    if isinstance(stats, (tuple, list)):
-        return np.asarray(stats[0], np.float64), np.asarray(stats[1], np.float64)
-    return np.asarray(stats.mean, np.float64), np.asarray(stats.scale, np.float64)
+        mean, scale = stats["mean"], stats["scale"]
+    elif isinstance(stats, (tuple, list)):
+        mean, scale = stats[0], stats[1]
+    else:
+        mean, scale = stats.mean, stats.scale
+    try:  # the checks of Stats: vectors of one size, finite, every scale > 0
+        checked = Stats(mean, scale, 0)
+    except ValueError as e:
+        raise VocoderError(str(e)) from None
+    return checked.mean, checked.scale
+
+
+def config_flag(doc: dict, key: str, default: bool, where) -> bool:
+    """``doc[key]`` as a bool: only a real YAML boolean (``true``/``false``) is accepted, so
+    that the string ``"false"`` is not read as true; anything else raises
+    :class:`VocoderError` naming ``where`` and the key."""
+    value = doc.get(key, default)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise VocoderError(f"{where}: {key} must be true or false (a YAML boolean, unquoted), got {value!r}")
 
 
 def save_vocoder(model, config: dict, out_dir, stats=None, normalize: bool | None = None,
@@ -97,7 +113,7 @@ def save_vocoder(model, config: dict, out_dir, stats=None, normalize: bool | Non
     out_dir = Path(out_dir)
     arrays = stats_arrays(stats)
     if normalize is None:
-        normalize = bool(config.get("normalize", arrays is not None))
+        normalize = config_flag(config, "normalize", arrays is not None, "the model config")
     if normalize and arrays is None:
         raise VocoderError(f"{out_dir}: normalize=True needs feature statistics (stats=...)")
     features = features_from_config(config)
@@ -259,6 +275,6 @@ def read_vocoder_dir(directory) -> SavedVocoder:
         raise VocoderError(f"{cfgpath}: bad features/model section ({e})") from None
     model = VOCODER_MODELS.get(model_type(doc)).cls(mcfg)
     _load_weights(directory, model)
-    normalize = bool(doc.get("normalize", False))
+    normalize = config_flag(doc, "normalize", False, cfgpath)
     stats = _load_stats(directory, features, normalize)
     return SavedVocoder(directory, doc, features, model, stats, normalize)

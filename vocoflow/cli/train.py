@@ -30,7 +30,11 @@ def add_common_train_args(p):
     p.add_argument("--config", required=True, help="YAML with features/model/train sections")
     p.add_argument("--out-dir", required=True, help="experiment directory")
     p.add_argument("--resume", action="store_true",
-                   help="continue from the newest checkpoint in --out-dir (exactly)")
+                   help="continue from the newest intact checkpoint in --out-dir (exactly; the "
+                        "config's values are in effect from there on)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in --out-dir (checkpoints, log, model, "
+                        "TensorBoard) and start afresh; without it such an out-dir is refused")
     p.add_argument("--cpu", action="store_true", help="never use a GPU")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"],
                    help="override train.mixed_precision")
@@ -60,8 +64,30 @@ def read_config_with_overrides(path: str, overrides: list[str]) -> dict:
             raise CLIError(f"--set {item}: expected SECTION.KEY=VALUE")
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
-        config.setdefault(section, {})[name] = yaml.safe_load(value)
+        if not isinstance(config.setdefault(section, {}), dict):
+            raise CLIError(f"{path}: '{section}:' must be a mapping, got "
+                           f"{type(config[section]).__name__} {config[section]!r}")
+        config[section][name] = yaml.safe_load(value)
+    from vocoflow.vocoders.config import check_config_layout
+
+    try:
+        check_config_layout(config, path, required=())
+    except ValueError as e:
+        raise CLIError(str(e)) from None
     return config
+
+
+def check_model_section(config: dict, features, path: str) -> None:
+    """The ``model:`` section must build a model config for ``features`` (the dump's)."""
+    from vocoflow.vocoders.config import model_config_from
+    from vocoflow.vocoders.models import VOCODER_MODELS
+
+    if VOCODER_MODELS.find((config.get("model") or {}).get("type", VOCODER_MODELS.default)) is None:
+        return  # the task names the types it trains
+    try:
+        model_config_from({**config, "model": config.get("model") or {}, "features": features})
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"{path}: model: {e}") from None
 
 
 def train_config(config: dict, args):
@@ -107,8 +133,10 @@ def run(args) -> int:
             from vocoflow.train.finetune import FineTuneTask, check_init_from
 
             task = FineTuneTask(task, check_init_from(init_from, config, task))
+        check_model_section(config, task.features, args.config)
         trainer = Trainer(task, cfg, args.out_dir, cpu=args.cpu, resume=args.resume,
-                          progress=not args.no_progress, config_dump=config)
+                          progress=not args.no_progress, config_dump=config,
+                          overwrite=args.overwrite)
         summary = trainer.fit()
     except (ConfigError, TrainingError, FileNotFoundError, ValueError, KeyError) as e:
         raise CLIError(str(e)) from None

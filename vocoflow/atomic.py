@@ -116,9 +116,15 @@ class AtomicFile:
             raise
 
     def abort(self) -> None:
-        self.file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp)
+        """Close and remove the temporary file. Closing flushes what is still buffered, which
+        fails again on a full disk; the file is closed and removed all the same."""
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
 
 
 @contextlib.contextmanager

@@ -40,6 +40,11 @@ def register(sub):
 
 
 def _wav_map(spec: str) -> dict:
+    """``{utt: wav path or ark entry}`` of a data dir, wav.scp or directory of wav files. The ids
+    name output files (``griffin_lim/<utt>.wav``, ``spectrogram_<utt>.png``), so an id that is
+    not a plain file name (:mod:`vocoflow.audio.utt_ids`) stops the command, naming its line."""
+    from vocoflow.audio.utt_ids import id_problem
+
     path = Path(spec)
     if path.is_dir() and (path / "wav.scp").is_file():
         path = path / "wav.scp"
@@ -53,13 +58,26 @@ def _wav_map(spec: str) -> dict:
             parts = line.split(maxsplit=1)
             if len(parts) != 2:
                 raise CLIError(f"{path}:{n}: expected '<utt-id> <wav path or ark entry>'")
+            problem = id_problem(parts[0])
+            if problem:
+                raise CLIError(f"{path}:{n}: utterance id {parts[0]!r} {problem}; ids name the output "
+                               f"files and must be plain file names")
             if parts[1].rstrip().endswith("|"):
                 raise CLIError(f"{path}:{n}: piped wav.scp entries are not supported here; "
                                "run `vocoflow preprocess` and use the dump directory")
             out[parts[0]] = resolve_entry(parts[1].strip(), str(path))
         return out
     if path.is_dir():
-        return {p.stem: str(p) for p in sorted(path.glob("*.wav"))}
+        out = {}
+        for p in sorted(path.glob("*.wav")):
+            if p.name.startswith("."):  # hidden files (e.g. a half-written .x.wav.tmp) are skipped
+                continue
+            problem = id_problem(p.stem)
+            if problem:
+                raise CLIError(f"{p}: utterance id {p.stem!r} (the file name without .wav) {problem}; "
+                               f"rename the file")
+            out[p.stem] = str(p)
+        return out
     raise CLIError(f"{spec}: not a data dir, wav.scp or directory of wav files")
 
 

@@ -7,7 +7,8 @@ from .metrics import (
     log_mel_distance,
     mel_cepstral_distortion,
     pesq_wb,
+    warped_cepstral_distortion,
 )
 
 __all__ = ["align_lengths", "f0_metrics", "log_mel_distance", "mel_cepstral_distortion",
-           "pesq_wb", "evaluate_pair"]
+           "warped_cepstral_distortion", "pesq_wb", "evaluate_pair"]

@@ -6,13 +6,20 @@ one hop (or 1 %) is reported as a warning by the caller, since a vocoder's outpu
 its input's length to within the framing.
 
 * PESQ wide-band (ITU-T P.862.2) at 16 kHz (audio at other rates is resampled).
-* MCD: mel-cepstral distortion in dB, ``(10 / ln 10) * sqrt(2 * sum_{d=1..24} (c_d - c'_d)^2)``
+* MCD (:func:`mel_cepstral_distortion`, the one ``vocoflow evaluate`` reports as
+  ``mcd_sptk_db``): mel-cepstral distortion in dB,
+  ``(10 / ln 10) * sqrt(2 * sum_{d=1..24} (c_d - c'_d)^2)`` (``c_0``, the gain, left out)
   averaged over the reference's non-silent frames (within 60 dB of its loudest frame), with
-  ``c`` the 24th-order mel-cepstrum obtained by warping the log-amplitude spectrum (1024-point
-  FFT, hop 256) with the all-pass frequency warp of SPTK (``alpha`` 0.42 at 16 kHz, 0.455 at
-  22.05 kHz, 0.466 at 24 kHz) and taking its real cepstrum; 1:1 frame alignment, no DTW
-  (vocoded audio is time aligned with its reference). The scale matches the usual SPTK-based
-  MCD; it is a warped cepstrum, not SPTK's iterative ``mcep`` estimate.
+  ``c`` SPTK's 24th-order mel-cepstrum (``mcep``, through pysptk: UELS estimate of
+  Blackman-windowed 1024-sample frames every 256 samples, centred; all-pass constant ``alpha``
+  0.42 at 16 kHz, 0.455 at 22.05 kHz, 0.466 at 24 kHz), the definition of the published
+  SPTK-based numbers. Frames are compared 1:1 (vocoded audio is time aligned with its
+  reference) or, with ``dtw=True``, along a dynamic-time-warping path (librosa's DTW on the
+  Euclidean distance of ``c_1..c_24``), as in text-to-speech evaluations.
+* Warped-cepstrum distortion (:func:`warped_cepstral_distortion`, vocoflow's earlier "MCD"):
+  the same formula with ``c`` the real cepstrum of the log-amplitude spectrum (1024-point FFT,
+  hop 256) resampled on SPTK's all-pass frequency warp; not SPTK's ``mcep``, so not comparable
+  with published MCDs.
 * Log-mel spectral distance in dB: per frame, the RMS over mel bins of
   ``10 log10`` power differences, averaged over frames.
 * F0 RMSE (Hz) over frames voiced in both signals, and voiced/unvoiced decision error rate,
@@ -26,8 +33,8 @@ import math
 import numpy as np
 
 __all__ = [
-    "align_lengths", "pesq_wb", "mel_cepstral_distortion", "log_mel_distance", "f0_metrics",
-    "evaluate_pair",
+    "align_lengths", "pesq_wb", "mel_cepstral_distortion", "warped_cepstral_distortion", "sptk_mel_cepstrum",
+    "cepstral_distance_db", "log_mel_distance", "f0_metrics", "evaluate_pair",
 ]
 
 
@@ -94,15 +101,63 @@ def mel_cepstrum(wav, sr, order: int = 24, n_fft: int = 1024, hop: int = 256,
     return ceps, energy
 
 
-def mel_cepstral_distortion(ref, gen, sr, order: int = 24, n_fft: int = 1024, hop: int = 256,
-                            silence_db: float = 60.0) -> float:
-    """MCD in dB (see the module docstring for the exact definition)."""
+def warped_cepstral_distortion(ref, gen, sr, order: int = 24, n_fft: int = 1024, hop: int = 256,
+                               silence_db: float = 60.0) -> float:
+    """vocoflow's earlier MCD in dB, on a frequency-warped real cepstrum (module docstring); not
+    comparable with SPTK-based MCDs (:func:`mel_cepstral_distortion`)."""
     r, g, _ = align_lengths(np.asarray(ref), np.asarray(gen))
     cr, energy = mel_cepstrum(r, sr, order, n_fft, hop)
     cg, _ = mel_cepstrum(g, sr, order, n_fft, hop)
     keep = energy >= energy.max() - silence_db
-    diff = cr[keep, 1:] - cg[keep, 1:]
-    return float(np.mean(10.0 / math.log(10.0) * np.sqrt(2.0 * np.sum(diff ** 2, axis=1))))
+    return float(np.mean(cepstral_distance_db(cr[keep], cg[keep])))
+
+
+def cepstral_distance_db(c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+    """Per frame ``(10 / ln 10) * sqrt(2 * sum_{d>=1} (c1_d - c2_d)^2)`` of ``(frames, order+1)``
+    cepstra (``c_0`` left out).
+
+    >>> float(cepstral_distance_db(np.zeros((1, 3)), np.array([[5.0, 0.3, 0.4]]))[0])  # doctest: +ELLIPSIS
+    3.0709...
+    """
+    diff = np.asarray(c1, np.float64)[..., 1:] - np.asarray(c2, np.float64)[..., 1:]
+    return 10.0 / math.log(10.0) * np.sqrt(2.0 * np.sum(diff ** 2, axis=-1))
+
+
+def sptk_mel_cepstrum(wav, sr, order: int = 24, frame_length: int = 1024, hop: int = 256,
+                      alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(SPTK mel-cepstra (frames, order + 1), frame energies in dB)``: ``pysptk.mcep`` of
+    Blackman-windowed frames of ``frame_length`` samples every ``hop``, the signal padded by
+    ``frame_length // 2`` zeros on both sides (frame ``t`` centred on sample ``t * hop``)."""
+    import librosa
+    import pysptk
+
+    alpha = warp_alpha(sr) if alpha is None else alpha
+    x = np.pad(np.asarray(wav, np.float64), (frame_length // 2, frame_length // 2))
+    frames = librosa.util.frame(x, frame_length=frame_length, hop_length=hop, axis=0)
+    frames = frames * pysptk.blackman(frame_length)
+    # etype=1: a small floor added to the periodogram, so silent frames do not stop the estimate
+    ceps = np.stack([pysptk.mcep(f, order=order, alpha=alpha, etype=1, eps=1e-8) for f in frames])
+    energy = 10 * np.log10(np.maximum((frames ** 2).sum(axis=1), 1e-20))
+    return ceps, energy
+
+
+def mel_cepstral_distortion(ref, gen, sr, order: int = 24, frame_length: int = 1024, hop: int = 256,
+                            alpha: float | None = None, silence_db: float = 60.0, dtw: bool = False) -> float:
+    """SPTK-style MCD in dB (``mcep`` mel-cepstra; see the module docstring): frames 1:1, or
+    along a DTW path with ``dtw=True`` (then the signals are not cut to a common length)."""
+    r, g = np.asarray(ref, np.float64), np.asarray(gen, np.float64)
+    if not dtw:
+        r, g, _ = align_lengths(r, g)
+    cr, energy = sptk_mel_cepstrum(r, sr, order, frame_length, hop, alpha)
+    cg, _ = sptk_mel_cepstrum(g, sr, order, frame_length, hop, alpha)
+    keep = energy >= energy.max() - silence_db
+    if not dtw:
+        return float(np.mean(cepstral_distance_db(cr[keep], cg[keep])))
+    import librosa
+
+    cr = cr[keep]
+    _, path = librosa.sequence.dtw(X=cr[:, 1:].T, Y=cg[:, 1:].T, metric="euclidean")
+    return float(np.mean(cepstral_distance_db(cr[path[:, 0]], cg[path[:, 1]])))
 
 
 def log_mel_distance(ref, gen, sr, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> float:
@@ -136,7 +191,7 @@ def evaluate_pair(ref, gen, sr, metrics=("pesq", "mcd", "lmd", "f0")) -> dict:
     if "pesq" in metrics:
         out["pesq"] = pesq_wb(ref, gen, sr)
     if "mcd" in metrics:
-        out["mcd_db"] = mel_cepstral_distortion(ref, gen, sr)
+        out["mcd_sptk_db"] = mel_cepstral_distortion(ref, gen, sr)
     if "lmd" in metrics:
         out["log_mel_db"] = log_mel_distance(ref, gen, sr)
     if "f0" in metrics:

@@ -23,7 +23,7 @@ __all__ = ["griffin_lim_from_mel", "evaluate_systems", "EvalReport", "markdown_t
 log = logging.getLogger("vocoflow.eval")
 
 METRIC_COLUMNS = [
-    ("pesq", "PESQ-WB ↑"), ("mcd_db", "MCD dB ↓"), ("log_mel_db", "log-mel dB ↓"),
+    ("pesq", "PESQ-WB ↑"), ("mcd_sptk_db", "MCD (SPTK mcep) dB ↓"), ("log_mel_db", "log-mel dB ↓"),
     ("f0_rmse_hz", "F0 RMSE Hz ↓"), ("vuv_error", "V/UV err ↓"), ("nll", "NLL nats/sample ↓"),
 ]
 

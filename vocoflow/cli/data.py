@@ -77,7 +77,7 @@ def _feature_args(p: argparse.ArgumentParser) -> None:
     # the preset names are checked when the command runs (importing torch here would slow
     # every vocoflow command down)
     p.add_argument("--feature-preset", default=None, metavar="NAME",
-                   help="named MelConfig preset: waveglow, pwg, asterisk16k")
+                   help="named MelConfig preset: tacotron2, pwg, hifigan, waveglow, asterisk16k")
     p.add_argument(
         "--config",
         default=None,

@@ -27,8 +27,10 @@ Normalisation rule for feature inputs (``--feats-scp``/``--npy-dir``):
   ``normalize: true`` vocoder) and are used as they are.
 
 Audio inputs always go through the vocoder's own front end, so the rule does not apply to them.
-Every feature matrix is also checked for a normalisation mismatch (see
-``vocoflow.vocoders.synthesis.looks_normalized``); ``--no-check`` turns that off.
+Every feature matrix is also checked for a log-base mismatch (a log10 mel given to an ln
+vocoder or the reverse, see ``vocoflow.vocoders.api.log_base_mismatch``) and for a
+normalisation mismatch (see ``vocoflow.vocoders.synthesis.looks_normalized``); ``--no-check``
+turns both off.
 
 Exit status: 0 when every utterance was written (a ``bad_utts`` left by an earlier run is
 removed); 2 when some failed (every utterance is attempted, e.g. after a full disk for one of
@@ -98,7 +100,8 @@ def register(subparsers) -> None:
                    help="noise seed; each utterance's noise depends only on (seed, utt id)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-check", action="store_true", help="do not check inputs for a normalisation mismatch")
+    p.add_argument("--no-check", action="store_true",
+                   help="do not check inputs for a log-base or normalisation mismatch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_decode)
 

@@ -146,3 +146,14 @@ def test_centred_dump_and_dataset(tmp_path):
     starts = [f for f in range(full.shape[1] - 3) if torch.equal(full[:, f:f + 4], item["mel"])]
     assert len(starts) == 1
     assert np.array_equal(item["audio"].numpy(), audio[starts[0] * 256:(starts[0] + 4) * 256])
+    # a vocoder takes the centred dump's pairs as they are: its upsampler makes frames * hop
+    # samples, the stored audio's length
+    from vocoflow.vocoders.waveglow import WaveGlow
+
+    torch.manual_seed(0)
+    voc = WaveGlow(n_mels=80, hop_length=256, n_group=8, n_flows=2, n_early_every=1, n_early_size=2,
+                   wn_layers=2, wn_channels=8)
+    a, m = torch.from_numpy(audio)[None], torch.from_numpy(mel.T.copy())[None]
+    with torch.no_grad():
+        assert torch.isfinite(voc.log_prob(a, m)).all()
+        assert voc.infer(m).shape == (1, get_preset("pwg").num_samples(m.shape[-1])) == a.shape

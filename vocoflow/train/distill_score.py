@@ -35,9 +35,9 @@ def score_systems(teacher, students: dict, dump_dir, teacher_sigma: float = 1.0,
         item = ds[i]
         frames = item["mel"].shape[-1]
         if max_seconds:
-            frames = min(frames, max(1, int(max_seconds * sr) // hop))
+            frames = min(frames, max(1, ds.config.segment_frames(int(max_seconds * sr))))
         mel = item["mel"][None, :, :frames].float()
-        audio = item["audio"][None, : frames * hop].float()
+        audio = item["audio"][None, : ds.config.num_samples(frames)].float()
         noise = noise_for(item["utt_id"], seed, (1, frames * hop))
         t = audio.shape[-1]
         samples += t

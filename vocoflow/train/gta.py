@@ -81,13 +81,12 @@ class GTADataset(AudioMelDataset):
 
     def load(self, utt: str) -> tuple[np.ndarray, np.ndarray]:
         """Audio of the dump and the GTA mel of ``utt``, both cut to the shorter one's frames."""
-        hop = self.config.hop_length
         audio = self._audio(utt)
         mel = self._raw_gta(utt)
         if self.stats is not None:
             mel = self.stats.normalize(mel)
-        frames = min(len(audio) // hop, mel.shape[0])
-        return audio[: frames * hop], np.ascontiguousarray(mel[:frames], dtype=np.float32)
+        frames = min(self.config.segment_frames(len(audio)), mel.shape[0])
+        return audio[: self.config.num_samples(frames)], np.ascontiguousarray(mel[:frames], dtype=np.float32)
 
     def load_f0(self, utt: str, frames: int) -> np.ndarray:
         """The dump's F0 track of ``utt``, cut to ``frames`` (the GTA-aligned length)."""

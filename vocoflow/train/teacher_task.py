@@ -54,8 +54,7 @@ class TeacherTask(VocoderTask):
 
     def log_media(self, model, writer, step):
         sr = self.features.sample_rate
-        hop = self.features.hop_length
-        frames = max(1, int(self.media_seconds * sr) // hop)
+        frames = max(1, self.features.segment_frames(int(self.media_seconds * sr)))
         for utt, _, mel, *_ in self._dev_items()[: self.media_utterances]:
             wav = model.infer(mel[None, :, :frames], sigma=1.0,
                               generator=torch.Generator().manual_seed(0))[0].clamp(-1, 1)

@@ -273,14 +273,13 @@ class VocoderTask:
             else:
                 ds = AudioMelDataset(self.dev_dump, None)
                 n = min(len(ds), self.dev_utterances)
-                hop = self.features.hop_length
-                max_frames = int(self.dev_max_seconds * self.features.sample_rate) // hop
+                max_frames = self.features.segment_frames(int(self.dev_max_seconds * self.features.sample_rate))
                 items = []
                 for i in range(n):
                     it = ds[i]
                     frames = min(it["mel"].shape[-1], max_frames)
                     f0 = torch.as_tensor(it["f0"][:frames]) if "f0" in it else None
-                    items.append((it["utt_id"], torch.as_tensor(it["audio"][: frames * hop]),
+                    items.append((it["utt_id"], torch.as_tensor(it["audio"][: self.features.num_samples(frames)]),
                                   torch.as_tensor(it["mel"][:, :frames]), f0))
                 self._dev = items
         return self._dev

@@ -423,7 +423,7 @@ class Vocoder:
         single = (mel.dim() if isinstance(mel, torch.Tensor) else np.ndim(mel)) == 2
         x = self.prepare(mel, normalized, check)
         batch, _, frames = x.shape
-        n = frames * self.hop_length
+        n = self.features.num_samples(frames)
         if noise is not None:
             noise = torch.as_tensor(noise)
             if noise.dim() == 1:

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "vocoflow.cli.train",
     "vocoflow.cli.distill",
     "vocoflow.cli.images",
+    "vocoflow.cli.export",
 ]
 
 

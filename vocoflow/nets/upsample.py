@@ -84,6 +84,13 @@ class MelUpsampler(nn.Module):
             w = F.pad(w, (0, m * hop - k))
         w2 = w.reshape(c, c * m * hop)
         melt = mel.to(w.dtype).transpose(1, 2)  # (B, frames, c)
+        if torch.jit.is_tracing():
+            # one GEMM and the overlap-add as m shifted pads: the blocked loop below would bake
+            # the traced length into a TorchScript/ONNX graph
+            y = torch.matmul(melt, w2).view(b, frames, c, m, hop)
+            out = sum(F.pad(y[:, :, :, j], (0, 0, 0, 0, j, m - 1 - j)) for j in range(m))
+            out = out.permute(0, 2, 1, 3).reshape(b, c, (frames + m - 1) * hop)
+            return out[..., self.left: self.left + frames * hop] + self.conv.bias[:, None]
         out = w.new_zeros(b, frames + m - 1, c, hop)
         step = max(1, self.block_values // (c * m * hop))  # frames per GEMM: bounded memory
         for f0 in range(0, frames, step):

@@ -370,7 +370,9 @@ class WaveGlow(MelModelMixin, nn.Module):
         if f0.dim() != 2 or f0.shape[0] != mel.shape[0] or f0.shape[1] != mel.shape[-1]:
             raise ValueError(f"f0 must be (B, frames) = {(mel.shape[0], mel.shape[-1])} to match "
                              f"the mel, got {tuple(f0.shape)}")
-        return self.excitation(f0.to(mel.dtype))
+        # at least float32: a float16 sample position or F0 would detune the harmonics
+        dtype = torch.float64 if mel.dtype == torch.float64 else torch.float32
+        return self.excitation(f0.to(dtype)).to(mel.dtype)
 
     def condition(self, mel: torch.Tensor, excitation: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, n_mels, frames) -> (B, cond_channels, frames * hop / n_group)``: the mel

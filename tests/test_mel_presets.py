@@ -157,3 +157,16 @@ def test_centred_dump_and_dataset(tmp_path):
     with torch.no_grad():
         assert torch.isfinite(voc.log_prob(a, m)).all()
         assert voc.infer(m).shape == (1, get_preset("pwg").num_samples(m.shape[-1])) == a.shape
+
+
+@pytest.mark.parametrize("name, shortest", [("tacotron2", 513), ("pwg", 513), ("hifigan", 512), ("waveglow", 512)])
+def test_shortest_waveform(name, shortest):
+    """min_samples: longer than the reflected edge (n_fft/2 centred, (n_fft-hop)/2 otherwise, on
+    the hop-aligned waveform); one sample less is refused with the reason."""
+    cfg = get_preset(name)
+    mel = MelSpectrogram(cfg)
+    aligned = cfg.min_samples if cfg.center else -(-cfg.min_samples // 256) * 256
+    assert aligned == shortest
+    assert mel(torch.randn(shortest) * 0.1).shape == (80, cfg.num_frames(shortest))
+    with pytest.raises(ValueError, match="too short to reflect-pad"):
+        mel(torch.randn(shortest - 1) * 0.1)

@@ -18,6 +18,8 @@ class MelUpsampler(nn.Module):
       ``(frames - 1) * hop + kernel_size`` is cut to the ``frames * hop`` samples centred on the
       frames: frame ``t``'s kernel is centred on samples ``[t * hop, (t + 1) * hop)``, which is
       where :mod:`vocoflow.audio.mel` centres frame ``t`` (so no half-kernel misalignment).
+      ``crop="start"`` keeps the first ``frames * hop`` samples instead (NVIDIA's WaveGlow
+      ``infer`` drops the last ``kernel_size - hop``; its mels are centred on ``t * hop``).
     * ``mode="repeat"``: each frame repeated ``hop`` times (no parameters).
 
     >>> import torch
@@ -31,10 +33,14 @@ class MelUpsampler(nn.Module):
     #: values per intermediate GEMM result of the transposed convolution (bounds its memory)
     block_values: int = 1 << 22
 
-    def __init__(self, n_mels: int, hop: int, mode: str = "transpose", kernel_size: int | None = None):
+    def __init__(self, n_mels: int, hop: int, mode: str = "transpose", kernel_size: int | None = None,
+                 crop: str = "center"):
         super().__init__()
         if mode not in ("transpose", "repeat"):
             raise ValueError(f"upsampler mode must be 'transpose' or 'repeat', got {mode!r}")
+        if crop not in ("center", "start"):
+            raise ValueError(f"upsampler crop must be 'center' or 'start', got {crop!r}")
+        self.crop = crop
         if hop < 1:
             raise ValueError(f"hop must be >= 1, got {hop}")
         self.n_mels, self.hop, self.mode = int(n_mels), int(hop), mode
@@ -44,7 +50,7 @@ class MelUpsampler(nn.Module):
                 raise ValueError(f"kernel_size {k} must be >= hop {self.hop}")
             self.kernel_size = k
             self.conv = nn.ConvTranspose1d(self.n_mels, self.n_mels, k, stride=self.hop)
-            self.left = (k - self.hop) // 2
+            self.left = (k - self.hop) // 2 if crop == "center" else 0
         else:
             self.kernel_size = 1
             self.conv = None

@@ -58,7 +58,11 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
     ``residual`` (an i-ResNet :class:`~vocoflow.flows.ResidualBlock` on all channels,
     ``residual_*`` fields; ``residual_logdet``: ``exact``, ``series`` or ``unbiased``).
     ``lu`` selects the LU-parametrised invertible 1x1 convolution. ``upsample`` is
-    ``transpose`` (learned, kernel ``upsample_kernel``, default ``4 * hop``) or ``repeat``.
+    ``transpose`` (learned, kernel ``upsample_kernel``, default ``4 * hop``) or ``repeat``;
+    ``upsample_crop`` is ``center`` (frames centred on ``[t * hop, (t + 1) * hop)``, vocoflow's
+    front ends) or ``start`` (NVIDIA's ``infer``, for mels centred on ``t * hop``).
+    ``alternate_halves``: coupling ``k`` keeps the second half of the channels fixed when ``k``
+    is odd (NVIDIA's earliest ``glow_old`` models); by default every coupling keeps the first.
 
     Source-filter options (all off by default, i.e. NVIDIA's model):
 
@@ -103,6 +107,8 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
     residual_coeff: float = 0.97
     upsample: str = "transpose"
     upsample_kernel: int | None = None
+    upsample_crop: str = "center"
+    alternate_halves: bool = False
     sample_rate: int = 22050
     excitation_harmonics: int = 0
     pitch_channels: int = 128
@@ -138,6 +144,9 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
             raise ValueError(f"affine_scale must be exp, softclamp or sigmoid, got {self.affine_scale!r}")
         if self.upsample not in ("transpose", "repeat"):
             raise ValueError(f"upsample must be 'transpose' or 'repeat', got {self.upsample!r}")
+        if self.upsample_crop not in ("center", "start"):
+            raise ValueError(f"upsample_crop must be 'center' or 'start', got {self.upsample_crop!r}")
+        self.alternate_halves = bool(self.alternate_halves)
         if self.hop_length % self.n_group:
             raise ValueError(f"hop_length {self.hop_length} must be a multiple of n_group "
                              f"{self.n_group} (so that every frame is whole groups of samples)")
@@ -217,7 +226,8 @@ class WaveGlow(MelModelMixin, nn.Module):
     def __init__(self, config: WaveGlowConfig | dict | None = None, **overrides):
         super().__init__()
         self.config = cfg = resolve_config(WaveGlowConfig, config, overrides)
-        self.upsample = MelUpsampler(cfg.n_mels, cfg.hop_length, cfg.upsample, cfg.upsample_kernel)
+        self.upsample = MelUpsampler(cfg.n_mels, cfg.hop_length, cfg.upsample, cfg.upsample_kernel,
+                                     crop=cfg.upsample_crop)
         self.excitation = self.pitch = self.cond_proj = self.prior_net = None
         if cfg.excitation_harmonics:
             self.excitation = HarmonicExcitation(cfg.sample_rate, cfg.hop_length,
@@ -241,17 +251,18 @@ class WaveGlow(MelModelMixin, nn.Module):
 
         return make
 
-    def _coupling(self, channels: int):
+    def _coupling(self, channels: int, parity: int = 0):
         cfg = self.config
         cc = cfg.cond_channels
         if cfg.coupling == "affine":
             return AffineCoupling(channels, scale=cfg.affine_scale, clamp=cfg.affine_clamp,
-                                  conditioner=self._wn_factory(), cond_channels=cc)
+                                  conditioner=self._wn_factory(), cond_channels=cc, parity=parity)
         if cfg.coupling == "additive":
-            return AdditiveCoupling(channels, conditioner=self._wn_factory(), cond_channels=cc)
+            return AdditiveCoupling(channels, conditioner=self._wn_factory(), cond_channels=cc,
+                                    parity=parity)
         if cfg.coupling == "mixlogistic":
             return MixLogisticCoupling(channels, n_components=cfg.mix_components,
-                                       conditioner=self._wn_factory(), cond_channels=cc)
+                                       conditioner=self._wn_factory(), cond_channels=cc, parity=parity)
         return ResidualBlock(channels, hidden=cfg.residual_hidden, n_layers=cfg.residual_layers,
                              kernel_size=cfg.wn_kernel_size, ndim=1, cond_channels=cc,
                              coeff=cfg.residual_coeff, logdet=cfg.residual_logdet)
@@ -269,7 +280,8 @@ class WaveGlow(MelModelMixin, nn.Module):
         for flows in reversed(levels):
             layers = []
             for k in flows:
-                layers += [Invertible1x1Conv(chans[k], lu=cfg.lu), self._coupling(chans[k])]
+                parity = k % 2 if cfg.alternate_halves else 0
+                layers += [Invertible1x1Conv(chans[k], lu=cfg.lu), self._coupling(chans[k], parity)]
             if inner is not None:
                 layers.append(Split(cfg.n_early_size, inner))
             inner = Sequential(*layers)

@@ -75,9 +75,12 @@ class Invertible1x1Conv(Bijector):
     (correct for negative determinants). ``lu=True`` stores ``W = P L (U + diag(sign *
     exp(log_s)))`` with ``P`` fixed, ``L`` unit lower-triangular, ``U`` strictly upper, and a
     learned log-diagonal, so the log-determinant is ``sum(log_s)`` and costs nothing.
-    The inverse matrix is recomputed from the current weights (in float64) on every call in
-    training mode and cached only in eval mode, keyed on the parameters' versions, so it is
-    never stale after an update. Initialised to a random rotation.
+    The inverse matrix and ``log|det W|`` are computed from the current weights in float64
+    (so a float16 or bfloat16 model works: ``slogdet`` and ``inv`` have no low-precision
+    kernels) on every call in training mode, and cached only in eval mode without autograd,
+    keyed on the parameters' versions, so they are never stale after an update (the cached
+    tensors are also what a traced or exported graph holds as constants). Initialised to a
+    random rotation.
 
     >>> import torch
     >>> conv = Invertible1x1Conv(4, lu=True)
@@ -114,23 +117,38 @@ class Invertible1x1Conv(Bijector):
         upper = self.upper * self.lower_mask.T + torch.diag(self.sign * torch.exp(self.log_s))
         return self.p @ lower @ upper
 
-    def log_abs_det(self) -> torch.Tensor:
+    def _log_abs_det(self) -> torch.Tensor:
         if self.lu:
             return self.log_s.sum()
-        return torch.linalg.slogdet(self.weight)[1]
+        w = self.weight
+        if w.dtype in (torch.float32, torch.float64):
+            return torch.linalg.slogdet(w)[1]
+        return torch.linalg.slogdet(w.double())[1].to(w.dtype)
 
     def _versions(self):
         return tuple((p.data_ptr(), p._version) for p in self.parameters())
 
+    def _cached(self):
+        """``(inverse matrix, log|det W|)`` from the cache (eval mode without autograd), or
+        ``None`` when they must be computed afresh."""
+        if self.training or torch.is_grad_enabled():
+            return None
+        if self._cache is None or self._cache[0] != self._versions():
+            w = self.matrix()
+            self._cache = (self._versions(), torch.linalg.inv(w.double()).to(w.dtype),
+                           self._log_abs_det())
+        return self._cache[1:]
+
+    def log_abs_det(self) -> torch.Tensor:
+        cached = self._cached()
+        return self._log_abs_det() if cached is None else cached[1]
+
     def inverse_matrix(self) -> torch.Tensor:
-        use_cache = not self.training and not torch.is_grad_enabled()
-        if use_cache and self._cache is not None and self._cache[0] == self._versions():
-            return self._cache[1]
+        cached = self._cached()
+        if cached is not None:
+            return cached[0]
         w = self.matrix()
-        inv = torch.linalg.inv(w.double()).to(w.dtype)
-        if use_cache:
-            self._cache = (self._versions(), inv)
-        return inv
+        return torch.linalg.inv(w.double()).to(w.dtype)
 
     def _check(self, x):
         if x.shape[1] != self.channels:

@@ -33,6 +33,25 @@ from torch import nn
 __all__ = ["HarmonicExcitation", "upsample_f0"]
 
 
+def _last_index(mask: torch.Tensor) -> torch.Tensor:
+    """``(B, F)`` bool -> index of the last ``True`` at or before each position (-1: none).
+
+    A running maximum of the indices, computed with a cumulative count, a scatter and a gather
+    only (ONNX has no cumulative maximum): slot ``k`` of a table holds the index of the
+    ``k``-th ``True`` (slot 0 collects the rest), and position ``t`` reads slot ``count[t]``.
+
+    >>> import torch
+    >>> _last_index(torch.tensor([[False, True, False, False, True, False]])).tolist()
+    [[-1, 1, 1, 1, 4, 4]]
+    """
+    b, frames = mask.shape
+    count = torch.cumsum(mask.long(), dim=1)
+    idx = torch.arange(frames, device=mask.device).expand(b, frames)
+    table = torch.zeros(b, frames + 1, dtype=torch.long, device=mask.device)
+    table = table.scatter(1, torch.where(mask, count, torch.zeros_like(count)), idx)
+    return torch.where(count > 0, torch.gather(table, 1, count), torch.full_like(count, -1))
+
+
 def upsample_f0(f0: torch.Tensor, hop_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame-rate F0 ``(B, frames)`` (Hz, ``0`` = unvoiced) to the sample rate.
 
@@ -56,9 +75,8 @@ def upsample_f0(f0: torch.Tensor, hop_length: int) -> tuple[torch.Tensor, torch.
         return empty, empty
     # fill unvoiced frames with the nearest voiced value so that interpolation at the edges of a
     # voiced stretch does not pull towards 0 (they are masked out afterwards anyway)
-    idx = torch.arange(frames, device=f0.device).expand(b, frames)
-    last = torch.where(voiced, idx, torch.full_like(idx, -1)).cummax(dim=1).values
-    nxt = torch.where(voiced, idx, torch.full_like(idx, frames)).flip(1).cummin(dim=1).values.flip(1)
+    last = _last_index(voiced)
+    nxt = frames - 1 - _last_index(voiced.flip(1)).flip(1)  # `frames` where none follows
     use_last = last >= 0
     prev_val = torch.gather(f0, 1, last.clamp_min(0))
     next_val = torch.gather(f0, 1, nxt.clamp_max(frames - 1))

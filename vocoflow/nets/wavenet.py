@@ -193,7 +193,9 @@ class WN(nn.Module):
             x.requires_grad or (cond is not None and cond.requires_grad)
             or any(p.requires_grad for p in self.parameters())
         )
-        if needs_grad or x.shape[2] == 0:
+        # the GEMM path loops over batch items and time blocks in Python: a traced graph
+        # (TorchScript/ONNX export) would bake the traced shape in, so tracing takes the conv path
+        if needs_grad or x.shape[2] == 0 or torch.jit.is_tracing():
             out = self._forward_conv(x, cond)
         else:
             out = torch.stack([self._forward_gemm(x[b], None if cond is None or not self.cond_channels

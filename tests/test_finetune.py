@@ -226,3 +226,43 @@ def test_train_on_gta_mels_and_fine_tune(dumps, tmp_path, capsys):
     err = _one_error_line(capsys)
     assert f"{bad}: no mel for utterance 'train0'" in err
     assert not (tmp_path / "bad").exists()
+
+
+# ----------------------------------------------------------------------------- recipe stage 7
+@pytest.mark.slow
+def test_recipe_stage_7_fine_tunes_a_saved_vocoder(tmp_path):
+    """recipes/voc1/voc.sh --stage 7: the corpus' features with the vocoder's own front end (a
+    raw-feature vocoder here, as an imported NVIDIA WaveGlow is) and one step of fine-tuning
+    from it (stage 8, decoding and evaluation, is stages 4-5's code on the new directories)."""
+    import os
+    import subprocess
+
+    from data_fixtures import make_good_data_dir
+
+    root = Path(__file__).resolve().parent.parent
+    for s in ("train", "dev", "eval"):
+        src = make_good_data_dir(tmp_path / "src" / s, n=2, seconds=0.4)
+        shutil.copytree(src, tmp_path / "data" / s)
+    cfg = load_config(CONFIGS / "waveglow_debug.yaml")
+    torch.manual_seed(0)
+    base = save_vocoder(randomize(build_model(cfg), std=0.02), cfg, tmp_path / "imported", normalize=False)
+    _write_config(tmp_path / "ft.yaml", train={"batch_size": 2, "segment_length": 2048, "steps": 1,
+                                                "lr": 1e-4, "validate_every": 1})
+    env = dict(os.environ, PATH=f"{Path(os.sys.executable).parent}:{os.environ['PATH']}",
+               PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    r = subprocess.run(["bash", str(root / "recipes" / "voc1" / "voc.sh"), "--stage", "7",
+                        "--stop-stage", "7", "--finetune-from", str(base), "--finetune-conf", "ft.yaml",
+                        "--pitch", "none", "--n-jobs", "1"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    saved = read_vocoder_dir(tmp_path / "exp" / "imported_ft" / "model")
+    assert saved.config["training"]["init_from"] == str(base.resolve())
+    assert not saved.normalize
+    assert (tmp_path / "dump" / "imported_ft" / "eval" / "raw" / ".done").is_file()
+    assert not (tmp_path / "dump" / "imported_ft" / "train" / "norm").exists()
+    assert not (tmp_path / "exp" / "imported_ft" / "wav").exists()  # stage 8 not run
+    # a missing vocoder directory: the stage says so and fails
+    r = subprocess.run(["bash", str(root / "recipes" / "voc1" / "voc.sh"), "--stage", "7",
+                        "--stop-stage", "7", "--finetune-from", "nowhere"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "--finetune-from nowhere: not a vocoder directory" in r.stdout

@@ -204,3 +204,68 @@ def test_tts_vocoder_coqui_inference_and_normalized(saved):
     assert torch.allclose(norm(voc.normalize_mel(mel[0]).T), want[0], atol=1e-5)
     with pytest.raises(VocoderError, match=r"inference: mel must be \(B, 80, frames\)"):
         tts.inference(mel.transpose(1, 2))
+
+
+# ----------------------------------------------------------------------------- CLI
+def _cli():
+    import importlib
+
+    return importlib.import_module("vocoflow.cli.main")
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        _cli().main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"vocoflow {version('vocoflow')}"
+
+
+def _feats_scp(tmp_path, frames=6):
+    from vocoflow.audio.kaldi_io import ArkScpWriter
+
+    scp = tmp_path / "feats.scp"
+    with ArkScpWriter(tmp_path / "feats.ark", scp) as w:
+        w.write("utt1", raw_mel(frames).T.numpy())
+    return scp
+
+
+def test_decode_a_hub_repo_id_offline(saved, offline_hub, tmp_path):
+    import soundfile as sf
+
+    a = Vocoder.from_pretrained(saved).save_pretrained(tmp_path / "a")
+    fake_hub_cache(offline_hub, "org/voc", {COMMIT: a}, {"main": COMMIT})
+    scp = _feats_scp(tmp_path)
+    assert _cli().main(["decode", "--model", "org/voc", "--feats-scp", str(scp),
+                        "--out-dir", str(tmp_path / "wav"), "--no-progress"]) == 0
+    wav, sr = sf.read(tmp_path / "wav" / "utt1.wav")
+    assert sr == 16000 and len(wav) == 6 * 256
+
+
+@pytest.mark.parametrize("command", ["decode", "benchmark"])
+def test_device_cuda_without_a_gpu_is_one_clear_line(saved, tmp_path, capsys, monkeypatch, command):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if command == "decode":
+        argv = ["decode", "--model", str(saved), "--feats-scp", str(_feats_scp(tmp_path)),
+                "--out-dir", str(tmp_path / "wav"), "--no-progress", "--device", "cuda"]
+    else:
+        argv = ["benchmark", str(saved), "--device", "cuda", "--seconds", "0.1"]
+    assert _cli().main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"vocoflow {command}: error: --device cuda: no CUDA GPU is available here")
+    assert "\n" not in err and err.endswith("use --device cpu")
+    assert not (tmp_path / "wav").exists()
+
+
+def test_device_names_checked(monkeypatch):
+    from vocoflow.cli.device import check_device
+    from vocoflow.cli.main import CLIError
+
+    with pytest.raises(CLIError, match=r"--device gpu0: not a torch device"):
+        check_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert check_device("cuda:0") == "cuda:0"
+    with pytest.raises(CLIError, match=r"--device cuda:3: there are 1 CUDA device\(s\) \(cuda:0..cuda:0\)"):
+        check_device("cuda:3")

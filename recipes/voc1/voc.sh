@@ -14,6 +14,10 @@
 #    4  decoding                      vocoflow decode: dump/<eval>/raw mels -> exp/<tag>/wav/<eval>
 #    5  evaluation                    vocoflow evaluate (+ Griffin-Lim baseline, NLL)
 #    6  distillation (--distill-conf) vocoflow distill -> exp/<tag>_<student>, decode, evaluate
+#    7  fine-tuning (--finetune-from) a saved vocoder (e.g. from vocoflow import-waveglow) on this
+#                                      corpus: features with its front end -> dump/<ft-tag>/<set>,
+#                                      vocoflow train --init-from -> exp/<ft-tag>
+#    8  decoding + evaluation of the fine-tuned vocoder (as stages 4 and 5)
 #
 # Options (--name value):
 #   --stage N --stop-stage N     stages to run (default -1 .. 5)
@@ -30,6 +34,12 @@
 #   --distill-conf YAML          student config for stage 6 (several: comma-separated)
 #   --distill-opts "..."         extra options for vocoflow distill
 #   --download-dir DIR           where stage -1 puts the corpus (default downloads)
+#   --finetune-from DIR          stage 7: the vocoder directory to fine-tune
+#   --finetune-conf YAML         stage 7: its training settings (default conf/finetune/train.yaml; the
+#                                model and features sections come from DIR)
+#   --finetune-tag NAME          stage 7: experiment name (default: DIR's name + _ft)
+#   --finetune-opts "..."        stage 7: extra options for vocoflow train (e.g.
+#                                "--train-feats-scp gta/feats.scp" for TTS-predicted mels)
 set -euo pipefail
 
 stage=-1
@@ -47,6 +57,10 @@ decode_opts=""
 distill_conf=""
 distill_opts=""
 download_dir=downloads
+finetune_from=""
+finetune_conf=conf/finetune/train.yaml
+finetune_tag=""
+finetune_opts=""
 train_set=train
 dev_set=dev
 eval_set="eval"
@@ -67,6 +81,7 @@ expdir=exp/${tag}
 read -r -a train_extra <<< "${train_opts}"
 read -r -a decode_extra <<< "${decode_opts}"
 read -r -a distill_extra <<< "${distill_opts}"
+read -r -a finetune_extra <<< "${finetune_opts}"
 
 log() { echo "$(date '+%H:%M:%S') [voc.sh] $*"; }
 vocoflow() { python -m vocoflow.cli "$@"; }
@@ -149,9 +164,11 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     fi
 fi
 
-# decode and evaluate one model directory: $1 = experiment dir, $2 = system name
+# decode and evaluate one model directory: $1 = experiment dir, $2 = system name,
+# $3 = the dump root of its features (default dump), $4 = the feature space it was trained on
+# (norm or raw; default norm)
 decode_and_evaluate() {
-    local exp=$1 name=$2
+    local exp=$1 name=$2 dumps=${3:-dump} space=${4:-norm}
     local wavdir=${exp}/wav/${eval_set}
     if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
         if newer "${wavdir}/.done" "${exp}/model/model.pt"; then
@@ -160,7 +177,7 @@ decode_and_evaluate() {
             log "stage 4: decoding ${eval_set} with ${exp}/model"
             rm -f "${wavdir}/.done"
             "${decode_cmd}" "${exp}/log/decode.log" python -m vocoflow.cli decode \
-                --model "${exp}/model" --feats-scp "dump/${eval_set}/raw/feats.scp" \
+                --model "${exp}/model" --feats-scp "${dumps}/${eval_set}/raw/feats.scp" \
                 --out-dir "${wavdir}" --no-progress "${decode_extra[@]+"${decode_extra[@]}"}"
             date > "${wavdir}/.done"
             tail -n 3 "${exp}/log/decode.log"
@@ -169,9 +186,9 @@ decode_and_evaluate() {
     if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
         log "stage 5: evaluating ${name} on ${eval_set}"
         "${decode_cmd}" "${exp}/log/evaluate.log" python -m vocoflow.cli evaluate \
-            --ref "dump/${eval_set}/raw" --gen "${name}=${wavdir}" --griffin-lim \
+            --ref "${dumps}/${eval_set}/raw" --gen "${name}=${wavdir}" --griffin-lim \
             --feature-config "${exp}/model" --nll "${name}=${exp}/model" \
-            --nll-dump "dump/${eval_set}/norm" --out-dir "${exp}/eval/${eval_set}" \
+            --nll-dump "${dumps}/${eval_set}/${space}" --out-dir "${exp}/eval/${eval_set}" \
             --n-jobs "${n_jobs}"
         cat "${exp}/eval/${eval_set}/results.md"
     fi
@@ -204,5 +221,53 @@ if [ -n "${distill_conf}" ] && [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]
         decode_and_evaluate "${sexp}" "${student}"
         stage=${stage_save}
     done
+fi
+if [ -n "${finetune_from}" ] && [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 7 ]; then
+    if [ ! -f "${finetune_from}/config.yaml" ]; then
+        log "stage 7: --finetune-from ${finetune_from}: not a vocoder directory (no config.yaml)"
+        exit 1
+    fi
+    ft_tag=${finetune_tag:-$(basename "${finetune_from}")_ft}
+    ftexp=exp/${ft_tag}
+    ftdump=dump/${ft_tag}
+    # trained on normalised features (its stats.npz) or on raw log-mels
+    ft_space=$(python -c 'import sys, yaml; d = yaml.safe_load(open(sys.argv[1])) or {}; print("norm" if d.get("normalize") is True else "raw")' "${finetune_from}/config.yaml")
+    for s in "${train_set}" "${dev_set}" "${eval_set}"; do
+        [ "${stage}" -le 7 ] || break
+        out=${ftdump}/${s}/raw
+        if newer "${out}/.done" "data/${s}/wav.scp" && newer "${out}/.done" "${finetune_from}/config.yaml"; then
+            log "stage 7: ${out} is complete, skipped"
+        else
+            log "stage 7: features of ${s} with the front end of ${finetune_from}"
+            "${decode_cmd}" "${out}/log/preprocess.log" python -m vocoflow.cli preprocess \
+                --data-dir "data/${s}" --dump-dir "${out}" --config "${finetune_from}/config.yaml" \
+                --n-jobs "${n_jobs}" --pitch "${pitch}" --no-progress
+        fi
+        if [ "${ft_space}" = norm ] && ! newer "${ftdump}/${s}/norm/.done" "${out}/.done"; then
+            vocoflow normalize --dump-dir "${out}" --stats "${finetune_from}/stats.npz" \
+                --out-dir "${ftdump}/${s}/norm" --no-progress
+        fi
+    done
+    if [ "${stage}" -gt 7 ]; then
+        :
+    elif [ -f "${ftexp}/model/config.yaml" ] && [ "${resume}" != true ]; then
+        log "stage 7: ${ftexp}/model exists, skipped (--resume true to continue training)"
+    else
+        log "stage 7: fine-tuning ${finetune_from} into ${ftexp} ($(launcher))"
+        mkdir -p "${ftexp}/log"
+        start=${SECONDS}
+        # shellcheck disable=SC2046
+        "${train_cmd}" "${ftexp}/log/train.log" $(launcher) train --config "${finetune_conf}" \
+            --init-from "${finetune_from}" --train-dump "${ftdump}/${train_set}/${ft_space}" \
+            --dev-dump "${ftdump}/${dev_set}/${ft_space}" --out-dir "${ftexp}" --no-progress \
+            "${cpu_flag[@]+"${cpu_flag[@]}"}" "${resume_flag[@]+"${resume_flag[@]}"}" \
+            "${finetune_extra[@]+"${finetune_extra[@]}"}"
+        echo "$((SECONDS - start))" > "${ftexp}/train_seconds"
+    fi
+    if [ "${stop_stage}" -ge 8 ]; then
+        stage_save=${stage}; stage=4
+        decode_and_evaluate "${ftexp}" "${ft_tag}" "${ftdump}" "${ft_space}"
+        stage=${stage_save}
+    fi
 fi
 log "done (stages ${stage}..${stop_stage})"

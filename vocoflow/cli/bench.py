@@ -282,6 +282,9 @@ def cmd_benchmark(args) -> int:
         raise CLIError(f"{args.source}: no such config file or vocoder directory")
     if args.seconds <= 0 or args.threads < 1:
         raise CLIError("--seconds must be > 0 and --threads >= 1")
+    from .device import check_device
+
+    check_device(args.device)
     fd, out = tempfile.mkstemp(suffix=".json", prefix="vocoflow-bench-")
     os.close(fd)
     try:

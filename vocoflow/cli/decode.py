@@ -64,7 +64,9 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=_raw_formatter(),
     )
-    p.add_argument("--model", required=True, help="vocoder directory (config.yaml, model.pt[, stats.npz])")
+    p.add_argument("--model", required=True,
+                   help="vocoder directory (config.yaml, model.pt or model.safetensors[, stats.npz]) or a "
+                        "Hugging Face Hub repo id owner/name (cached; HF_HUB_OFFLINE=1: the cache only)")
     p.add_argument("--out-dir", required=True, help="output directory for <utt>.wav")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--feats-scp", help="Kaldi/ESPnet feats.scp of log-mel features")
@@ -98,7 +100,7 @@ def register(subparsers) -> None:
                         "CPUs without AMX)")
     p.add_argument("--seed", type=int, default=0,
                    help="noise seed; each utterance's noise depends only on (seed, utt id)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu; checked: cuda needs a GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-check", action="store_true",
                    help="do not check inputs for a log-base or normalisation mismatch")
@@ -281,6 +283,9 @@ def cmd_decode(args) -> int:
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise CLIError(f"{name} must be finite and >= 0, got {value}")
     _check_out_dir(args.out_dir)
+    from .device import check_device
+
+    check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

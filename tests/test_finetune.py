@@ -152,6 +152,42 @@ def test_init_from_bad_directories(dumps, tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
+def test_init_from_an_imported_nvidia_waveglow(tmp_path, capsys):
+    """`vocoflow import-waveglow` output fine-tunes like any vocoder directory: a dump made with
+    its front end (Tacotron 2's, raw log-mels), a config with only train:, weight norm kept."""
+    from data_fixtures import make_good_data_dir
+    from test_nvidia_import import build_nvidia, save_like_train_py
+    from vocoflow.audio import preprocess
+    from vocoflow.vocoders.nvidia import import_waveglow
+
+    model, fake = build_nvidia("fused")
+    imported = import_waveglow(save_like_train_py(model, fake, tmp_path / "waveglow_580000"),
+                               tmp_path / "imported")
+    saved = read_vocoder_dir(imported)
+    assert saved.model.has_weight_norm() and not saved.normalize
+    data = make_good_data_dir(tmp_path / "src", n=2, seconds=0.5)  # 16 kHz audio, resampled
+    assert preprocess(data, tmp_path / "dump", saved.features).n_ok == 2
+    cfg = _write_config(tmp_path / "ft.yaml", train={"lr": 1e-3, "batch_size": 2, "segment_length": 2048})
+    dumps = {"dev": None}
+    assert _train(dumps, tmp_path / "ft", "--init-from", imported, config=cfg,
+                  train=tmp_path / "dump") == 0
+    tuned = read_vocoder_dir(tmp_path / "ft" / "model")
+    assert tuned.features == saved.features and tuned.config["training"]["init_from"] == str(imported.resolve())
+    assert tuned.model.has_weight_norm()
+    before, after = saved.model.state_dict(), tuned.model.state_dict()
+    assert set(before) == set(after)
+    moved = max(float((after[k] - v).abs().max()) for k, v in before.items() if v.is_floating_point())
+    assert 0 < moved < 0.05
+    # the corpus' own 16 kHz front end is not the imported model's: refused, naming the keys
+    from vocoflow.audio import get_preset
+
+    assert preprocess(data, tmp_path / "dump16", get_preset("asterisk16k").replace(n_mels=16)).n_ok == 2
+    assert _train(dumps, tmp_path / "ft16", "--init-from", imported, config=cfg,
+                  train=tmp_path / "dump16") == 1
+    err = _one_error_line(capsys)
+    assert "differ from the saved vocoder's (dump vs DIR)" in err and "sample_rate (16000 vs 22050)" in err
+
+
 # ----------------------------------------------------------------------------- GTA mels
 def _gta_scp(dumps, path, change=None, drop=(), extra_frames=None):
     """A feats.scp of "TTS" mels for the training set: its raw log-mels, smoothed over time

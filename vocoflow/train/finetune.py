@@ -7,8 +7,8 @@ pitch statistics, the mel prior) come from DIR, so no data-dependent initialisat
 
 Compatibility is checked before training starts (:func:`check_init_from`):
 
-* the config's ``model:`` and ``features:`` sections, when given, must resolve to DIR's
-  (missing sections are taken from DIR);
+* the config's ``model:`` section, when given, must resolve to DIR's (a missing one is taken
+  from DIR), and so must ``features:`` when given;
 * the training dump's front end (``feats_config.yaml``) must equal DIR's features;
 * the dump's feature space must be DIR's: a dump normalised with ``norm_stats.npz`` for a
   vocoder trained on normalised features with the same statistics (DIR's ``stats.npz``), an
@@ -54,8 +54,9 @@ def _read(directory: Path):
 
 
 def config_with_init(config: dict, init_dir) -> dict:
-    """``config`` with the ``features:`` / ``model:`` sections it lacks taken from DIR's
-    ``config.yaml`` (given ones are checked later by :func:`check_init_from`)."""
+    """``config`` with the ``model:`` section taken from DIR's ``config.yaml`` when it has none
+    (a given one is checked by :func:`check_init_from`; the features are the training dump's,
+    checked against DIR's there too)."""
     from vocoflow.vocoders.checkpoint import read_config
 
     try:
@@ -63,9 +64,8 @@ def config_with_init(config: dict, init_dir) -> dict:
     except VocoderError as e:
         raise _error(Path(init_dir), e) from None
     out = dict(config)
-    for key in ("features", "model"):
-        if not out.get(key):
-            out[key] = dict(doc[key])
+    if not out.get("model"):
+        out["model"] = dict(doc["model"])
     return out
 
 
@@ -122,6 +122,11 @@ def check_init_from(init_dir, config: dict, task) -> InitFrom:
     if kind not in trainable:
         raise ConfigError(f"{where}: a {kind} model cannot be fine-tuned by vocoflow train "
                           f"(it trains {', '.join(trainable)})")
+    diff = _differences(task.features.to_dict(), saved.features.to_dict())
+    if diff:
+        raise ConfigError(f"{where}: the features of {task.train_dump} differ from the saved "
+                          f"vocoder's (dump vs DIR): {', '.join(diff)}; preprocess with "
+                          f"--config {directory / 'config.yaml'}")
     want = {"type": (config.get("model") or {}).get("type", VOCODER_MODELS.default)}
     try:
         want.update(model_config_from({"features": task.features, "model": config["model"]}).to_dict())
@@ -132,11 +137,6 @@ def check_init_from(init_dir, config: dict, task) -> InitFrom:
     if diff:
         raise ConfigError(f"{where}: the config's model differs from the saved vocoder's "
                           f"(config vs DIR): {', '.join(diff)}")
-    diff = _differences(task.features.to_dict(), saved.features.to_dict())
-    if diff:
-        raise ConfigError(f"{where}: the features of {task.train_dump} differ from the saved "
-                          f"vocoder's (dump vs DIR): {', '.join(diff)}; preprocess with "
-                          f"--config {directory / 'config.yaml'}")
     _check_feature_space(where, directory, saved, task)
     return InitFrom(directory, saved, _weights_sha256(directory))
 

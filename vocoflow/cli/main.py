@@ -35,15 +35,13 @@ class CLIError(Exception):
 
 
 def _version() -> str:
-    """The installed distribution's version (the package's own when run from a source tree)."""
+    """The installed distribution's version (``pip install -e .`` / ``make install``)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("vocoflow")
     except PackageNotFoundError:
-        from vocoflow import __version__
-
-        return __version__
+        return "(not installed: run from a source tree)"
 
 
 def build_parser() -> argparse.ArgumentParser:

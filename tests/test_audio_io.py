@@ -124,6 +124,41 @@ def test_save_wav_is_16bit_and_atomic(tmp_path):
     assert np.array_equal(sf.read(out, dtype="int16")[0], back)
 
 
+def test_save_wav_on_a_full_disk_raises_oserror_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    import vocoflow.atomic as atomic
+
+    out = tmp_path / "out.wav"
+    save_wav(out, tone(16000, 0.2), 16000)
+    old = out.read_bytes()
+
+    class FullDisk:  # the temporary file of a disk that fills after 4 KiB
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, b):
+            self.n += len(b)
+            if self.n > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(b)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    real = atomic.AtomicFile.__init__
+
+    def init(self, *a, **k):
+        real(self, *a, **k)
+        self.file = FullDisk(self.file)
+
+    monkeypatch.setattr(atomic.AtomicFile, "__init__", init)
+    with pytest.raises(OSError) as e:  # an OSError (not soundfile's assertion), nothing left
+        save_wav(out, tone(16000, 1.0), 16000)
+    assert e.value.errno == errno.ENOSPC
+    assert sorted(os.listdir(tmp_path)) == ["out.wav"] and out.read_bytes() == old
+
+
 def test_int16_conversion_round_trip():
     q = np.array([-32768, -1, 0, 1, 32767], dtype=np.int16)
     assert np.array_equal(to_int16(from_int16(q)), q)

@@ -68,6 +68,17 @@ def test_train_evaluate_sample_end_to_end(digits, capsys):
     assert read_png_size(exp / "samples" / "samples_T1.png") == (32, 32)
     assert read_png_size(exp / "samples" / "interpolation.png") == (2 + 6 * 10, 2 + 2 * 10)
 
+    # a fresh start into the finished run is refused and leaves it alone; --overwrite replaces it
+    capsys.readouterr()
+    before = (exp / "train_log.jsonl").read_bytes()
+    assert main(args + ["--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and str(exp) in err and len(err.strip().splitlines()) == 1
+    assert (exp / "train_log.jsonl").read_bytes() == before
+    assert main(args + ["--steps", "1", "--overwrite"]) == 0
+    log = [json.loads(ln) for ln in (exp / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "bpd" in r] == [1]
+
 
 def test_user_errors_exit_1(digits, tmp_path, capsys):
     assert main(["train-image", "--config", str(tmp_path / "none.yaml"), "--data-dir",

@@ -272,8 +272,13 @@ def save_wav(path: str | os.PathLike, wav, sample_rate: int, format: str = "WAV"
     """Write mono (``(T,)``) or multi-channel (``(T, C)``) audio as 16-bit PCM, atomically, as
     WAV (or another container soundfile writes 16-bit PCM in, e.g. ``format="FLAC"``).
 
-    Float input is scaled by 32768, rounded and clipped; int16 input is written as is.
+    Float input is scaled by 32768, rounded and clipped; int16 input is written as is. The
+    file is encoded in memory first and then written through a temporary file renamed into
+    place, so a full disk (or any write error) raises ``OSError`` and leaves no file (an older
+    complete one stays).
     """
     data = to_int16(wav)
+    buf = _io.BytesIO()
+    sf.write(buf, data, int(sample_rate), format=format, subtype="PCM_16")
     with atomic_open(path, "wb") as f:
-        sf.write(f, data, int(sample_rate), format=format, subtype="PCM_16")
+        f.write(buf.getvalue())

@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--data-dir", required=True, help="prepared data directory")
     p.add_argument("--out-dir", required=True, help="experiment directory")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in OUT (checkpoints, log, model) and start afresh")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     p.add_argument("--steps", type=int, default=None, help="override train.steps")
     p.add_argument("--no-progress", action="store_true")
@@ -202,7 +204,8 @@ def cmd_train(args) -> int:
     t0 = time.time()
     try:
         summary = Trainer(task, task.train_cfg, args.out_dir, cpu=args.cpu, resume=args.resume,
-                          progress=not args.no_progress, config_dump=cfg).fit()
+                          progress=not args.no_progress, config_dump=cfg,
+                          overwrite=args.overwrite).fit()
     except TrainingError as e:
         raise CLIError(str(e)) from None
     last = summary["history"][-1] if summary["history"] else {}

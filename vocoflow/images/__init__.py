@@ -1,4 +1,4 @@
-"""Image flows (NICE, RealNVP, Glow, residual flows), image data and bits per dimension.
+"""Image flows (NICE, RealNVP, Glow, DenseFlow, residual flows), image data and bits per dimension.
 
 Built only from :mod:`vocoflow.flows` and :mod:`vocoflow.nets`. Pixels enter as 8-bit values;
 :class:`DataScaling` maps them to the model's range and its log-Jacobian is part of every
@@ -24,6 +24,7 @@ from .models import (
     IMAGE_MODELS,
     ImageFlow,
     build_image_flow,
+    denseflow,
     glow,
     load_image_flow,
     nice,
@@ -33,7 +34,7 @@ from .models import (
 from .png import make_grid, write_png
 
 __all__ = [
-    "ImageFlow", "nice", "realnvp", "glow", "resflow", "build_image_flow", "load_image_flow",
+    "ImageFlow", "nice", "realnvp", "glow", "denseflow", "resflow", "build_image_flow", "load_image_flow",
     "IMAGE_MODELS", "DataScaling", "Flatten", "Permute", "UniformBox", "VariationalDequantizer",
     "uniform_noise", "CategoricalBaseline", "categorical_baseline_bpd", "ImageDataError",
     "ImageDataset", "read_idx", "load_idx_split", "load_cifar10", "load_digits",

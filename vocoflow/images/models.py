@@ -1,4 +1,5 @@
-"""Image flows built from :mod:`vocoflow.flows`: NICE, RealNVP, Glow and a residual flow.
+"""Image flows built from :mod:`vocoflow.flows`: NICE, RealNVP, Glow, DenseFlow and a residual
+flow.
 
 Every model is an :class:`ImageFlow`: a base density, a data scaling (pixels in ``[0, 256)``
 to the model's range, with its log-Jacobian) and a core bijector whose latent has the shape of
@@ -31,6 +32,7 @@ from vocoflow.flows import (
     Split,
     Squeeze,
 )
+from vocoflow.flows.augment import CrossUnitAugment
 from vocoflow.nets.resnet import ZeroConv2d, glow_factory, resnet_factory
 from vocoflow.registry import ClassChoices
 
@@ -38,8 +40,8 @@ from .dequantization import VariationalDequantizer
 from .layers import DataScaling, Flatten, Permute, UniformBox
 
 __all__ = [
-    "ImageFlow", "nice", "realnvp", "glow", "resflow", "build_image_flow", "load_image_flow",
-    "IMAGE_MODELS",
+    "ImageFlow", "nice", "realnvp", "glow", "denseflow", "resflow", "build_image_flow",
+    "load_image_flow", "IMAGE_MODELS",
 ]
 
 LOG2 = math.log(2.0)
@@ -58,7 +60,11 @@ def _base(name: str) -> nn.Module:
 class ImageFlow(Flow):
     """A flow on images of ``image_shape = (C, H, W)`` with 8-bit data semantics.
 
-    ``bijector = Sequential(DataScaling, core)``; the latent has the image's shape.
+    ``bijector = Sequential(DataScaling, core)``; the latent has the image's shape, or
+    ``latent_shape`` for models that augment the data with noise
+    (:class:`~vocoflow.flows.CrossUnitAugment`, :func:`denseflow`): their log-det carries
+    ``-log q`` of the noise, so every likelihood below is then a lower bound (upper bound in
+    bits/dim) in expectation over that noise, and sampling drops the augmented dimensions.
 
     * ``forward(x, cond=None, noise=None)``: with ``noise=None`` the data-to-latent map of
       continuous pixels ``x`` in ``[0, 256)`` (the :class:`~vocoflow.flows.Flow` contract).
@@ -83,10 +89,12 @@ class ImageFlow(Flow):
     def __init__(self, core: Bijector, image_shape, base: nn.Module | None = None,
                  scaling: str = "centered", alpha: float = 0.05,
                  dequantizer: nn.Module | None = None, config: dict | None = None,
-                 logdet_train: dict | None = None, logdet_eval: dict | None = None):
+                 logdet_train: dict | None = None, logdet_eval: dict | None = None,
+                 latent_shape=None):
         super().__init__(base if base is not None else Normal(),
                          Sequential(DataScaling(scaling, alpha), core))
         self.image_shape = tuple(int(s) for s in image_shape)
+        self.latent_shape = tuple(int(s) for s in (latent_shape or image_shape))
         self.dequantizer = dequantizer
         self.config = dict(config or {})
         self.logdet_train = dict(logdet_train) if logdet_train else None
@@ -158,10 +166,31 @@ class ImageFlow(Flow):
         z, logdet = self.bijector(xc, cond)
         return z, logdet - log_q
 
-    def bits_per_dim(self, x: torch.Tensor, noise: torch.Tensor, cond=None) -> torch.Tensor:
-        """Per-item dequantisation bound on ``-log2 P(x) / D`` for integer pixels ``x``."""
-        z, logdet = self(x, cond, noise=noise)
-        return -(self.base.log_prob(z) + logdet) / (self.dims * LOG2)
+    @property
+    def augmented(self) -> bool:
+        """Whether the model appends noise channels (:class:`~vocoflow.flows.CrossUnitAugment`)."""
+        return any(isinstance(m, CrossUnitAugment) for m in self.modules())
+
+    def bits_per_dim(self, x: torch.Tensor, noise: torch.Tensor, cond=None,
+                     samples: int = 1) -> torch.Tensor:
+        """Per-item dequantisation bound on ``-log2 P(x) / D`` for integer pixels ``x``.
+
+        For an augmented model each call draws the augmentation noise: the value is one sample
+        of the negative augmented ELBO. With ``samples = K > 1`` it is the importance-weighted
+        bound ``-log (1/K) sum_k exp(ELBO_k)`` over ``K`` augmentation draws (Burda, Grosse &
+        Salakhutdinov, 2016), still an upper bound on the bits/dim and tighter on average; the
+        dequantisation ``noise`` is shared by the ``K`` draws.
+        """
+        if int(samples) != samples or samples < 1:
+            raise ValueError(f"samples must be a positive integer, got {samples!r}")
+        if samples > 1 and not self.augmented:
+            raise ValueError("samples > 1 is only meaningful for a model with augmented noise")
+        lps = []
+        for _ in range(int(samples)):
+            z, logdet = self(x, cond, noise=noise)
+            lps.append(self.base.log_prob(z) + logdet)
+        lp = lps[0] if samples == 1 else torch.logsumexp(torch.stack(lps), 0) - math.log(samples)
+        return -lp / (self.dims * LOG2)
 
     # -- sampling -----------------------------------------------------------------------------
     @staticmethod
@@ -175,7 +204,7 @@ class ImageFlow(Flow):
         """``n`` uint8 images sampled at ``temperature`` (base standard deviation / scale)."""
         with self.logdet_settings(logdet="series", n_series_terms=1, n_hutchinson=1) \
                 if self.residual_blocks() else contextlib.nullcontext():
-            x = self.sample((n, *self.image_shape), cond, temperature=temperature,
+            x = self.sample((n, *self.latent_shape), cond, temperature=temperature,
                             generator=generator)
         return self.quantize(x)
 
@@ -342,6 +371,90 @@ class _SplitPrior(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
+# DenseFlow-style cross-unit augmentation
+# ---------------------------------------------------------------------------------------------
+
+
+def denseflow(image_shape, levels: int = 2, steps: int = 8, hidden: int = 64,
+              augment=(4, 8), aug_hidden: int = 32, coupling: str = "affine", lu: bool = True,
+              split_prior: bool = True, prior: str = "normal", scaling: str = "logit",
+              alpha: float = 0.05, **kw) -> ImageFlow:
+    """A Glow-like multi-scale flow with DenseFlow's cross-unit coupling (Grcic, Grubisic &
+    Segvic, 2021, "Densely connected normalizing flows"): at the start of level ``l``, after
+    the squeeze, :class:`~vocoflow.flows.CrossUnitAugment` appends ``augment[l]`` channels of
+    noise ``e' = mu(x) + sigma(x) e`` (conditioner: a Glow network of ``aug_hidden`` channels),
+    then ``steps`` Glow steps (ActNorm, 1x1 convolution, coupling with ``hidden`` channels) run
+    on the wider representation; all but the last level split half of the channels off with a
+    learned prior, as in :func:`glow`. The paper's intra-unit couplings (dense blocks with
+    Nystrom attention) are replaced by Glow's coupling networks.
+
+    The likelihood is the augmented lower bound ``log p(x) >= E[log p([x, e']) - log q(e' |
+    x)]``: ``bits_per_dim`` returns one sample of its negative in bits/dim (an upper bound on
+    the true bits/dim in expectation; ``samples=K`` for the importance-weighted bound).
+    Sampling draws the augmented latent and drops the noise channels.
+
+    The latent is kept at the first level's resolution: ``(4 C + augment[0] + ..., H/2,
+    W/2)``; the deeper levels are unsqueezed back, so for ``l >= 1`` the channels they add
+    must be divisible by 4 (``augment[l] + extra[l + 1] = 0 mod 4``, ``extra[l] = (augment[l] +
+    extra[l + 1]) / 4``; with two levels: ``augment[1] % 4 == 0``).
+
+    >>> model = denseflow((1, 4, 4), levels=2, steps=1, hidden=8, augment=[2, 4], aug_hidden=4)
+    >>> model.latent_shape, model.bits_per_dim(torch.randint(0, 256, (3, 1, 4, 4)),
+    ...                                        torch.rand(3, 1, 4, 4)).shape
+    ((7, 2, 2), torch.Size([3]))
+    >>> model.sample_images(2, temperature=0.7).shape
+    torch.Size([2, 1, 4, 4])
+    """
+    if coupling not in ("affine", "additive"):
+        raise ValueError(f"denseflow coupling must be affine or additive, not {coupling!r}")
+    if int(levels) != levels or levels < 1:
+        raise ValueError(f"denseflow levels must be a positive integer, got {levels!r}")
+    aug = [augment] * levels if isinstance(augment, int) else list(augment)
+    if len(aug) != levels:
+        raise ValueError(f"denseflow augment needs one channel count per level ({levels}), got {augment!r}")
+    for a in aug:
+        if isinstance(a, bool) or not isinstance(a, int) or a <= 0:
+            raise ValueError(f"denseflow augment channels must be positive integers, got {augment!r}")
+    _check_divisible(image_shape, 2 ** levels, "denseflow")
+    extra = [0] * (levels + 1)          # channels level l adds at its input resolution
+    for lvl in range(levels - 1, 0, -1):
+        added = aug[lvl] + extra[lvl + 1]
+        if added % 4:
+            raise ValueError(f"denseflow augment: level {lvl} adds {added} channels at its squeezed "
+                             f"resolution, which must be divisible by 4 to unsqueeze; got augment={aug}")
+        extra[lvl] = added // 4
+    factory = glow_factory(hidden=hidden)
+    aug_factory = glow_factory(hidden=aug_hidden)
+
+    def step(c):
+        if coupling == "affine":
+            cpl = AffineCoupling(c, mask="channel", conditioner=factory, ndim=2, scale="sigmoid")
+        else:
+            cpl = AdditiveCoupling(c, mask="channel", conditioner=factory, ndim=2)
+        return [ActNorm(c), Invertible1x1Conv(c, lu=lu), cpl]
+
+    def level(c, lvl):
+        c4 = 4 * c
+        m = c4 + aug[lvl]
+        layers: list[Bijector] = [Squeeze(2), CrossUnitAugment(c4, aug[lvl], conditioner=aug_factory)]
+        for _ in range(steps):
+            layers += step(m)
+        if lvl < levels - 1:
+            early = m // 2
+            rest = m - early
+            pri = _SplitPrior(rest + extra[lvl + 1], early) if split_prior else None
+            layers.append(Split(early, level(rest, lvl + 1), prior=pri))
+        if lvl > 0:
+            layers.append(Inverse(Squeeze(2)))
+        return Sequential(*layers)
+
+    c, h, w = image_shape
+    latent = (4 * c + aug[0] + extra[1], h // 2, w // 2)
+    return ImageFlow(level(c, 0), image_shape, _base(prior), scaling=scaling, alpha=alpha,
+                     latent_shape=latent, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
 # Residual flow
 # ---------------------------------------------------------------------------------------------
 
@@ -355,14 +468,21 @@ def resflow(image_shape, levels: int = 3, blocks: int = 4, hidden: int = 512,
             fc_hidden: int = 128, neumann_grad: bool = True, conv_norm: str = "frequency",
             n_power_iterations: int = 5, prior: str = "normal", scaling: str = "logit",
             alpha: float = 0.05, logdet_train: dict | None = None,
-            logdet_eval: dict | None = None, **kw) -> ImageFlow:
+            logdet_eval: dict | None = None, activation: str = "lipswish", dense: bool = False,
+            logdet_grad: str | None = None, **kw) -> ImageFlow:
     """A residual flow on images: i-ResNet (Behrmann et al., 2019, "Invertible Residual
     Networks") / Residual Flows (Chen et al., 2019, "Residual Flows for Invertible Generative
     Modeling"). ``levels`` stages of ``blocks`` x [ActNorm, :class:`~vocoflow.flows.ResidualBlock`
     (``n_layers`` spectrally normalised convolutions of ``hidden`` channels, LipSwish,
     ``coeff``)], with a squeeze between stages (and, with ``factor_out``, half of the channels
     set aside after each squeeze), then ``fc_blocks`` fully connected residual blocks on the
-    flattened result. Data in logit space.
+    flattened result. Data in logit space. ``activation`` (``lipswish`` or ``clipswish``, the
+    Concatenated LipSwish of Perugachi-Diaz et al., 2021, "Invertible DenseNets with Concatenated
+    LipSwish") and ``dense`` (that paper's dense residual branch, ``n_layers - 1`` dense layers
+    growing by ``hidden`` (times 2 with CLipSwish) channels each, then a 1x1 layer) apply to the
+    convolutional blocks; the fully connected ones keep LipSwish. ``logdet_grad`` (``backprop``,
+    ``neumann``, ``neumann_memory_efficient``; default from ``neumann_grad``) chooses how the
+    log-det estimator is differentiated (:class:`~vocoflow.flows.ResidualBlock`).
 
     Log-determinants: ``logdet_train`` (default: the unbiased Russian-roulette estimator with 2
     exact terms and 1 Hutchinson probe, Neumann-series gradients) is applied in ``train()``,
@@ -375,15 +495,16 @@ def resflow(image_shape, levels: int = 3, blocks: int = 4, hidden: int = 512,
     """
     _check_divisible(image_shape, 2 ** (levels - 1), "resflow")
     block_kw = dict(n_layers=n_layers, coeff=coeff, neumann_grad=neumann_grad,
-                    n_power_iterations=n_power_iterations)
+                    n_power_iterations=n_power_iterations, logdet_grad=logdet_grad)
 
     def res_blocks(c, ndim, width, kernel):
         out: list[Bijector] = []
         for _ in range(blocks if ndim else fc_blocks):
             if actnorm:
                 out.append(ActNorm(c))
+            branch = dict(activation=activation, dense=dense) if ndim else {}
             out.append(ResidualBlock(c, hidden=width, kernel_size=kernel, ndim=ndim,
-                                     conv_norm=conv_norm if ndim else "frequency", **block_kw))
+                                     conv_norm=conv_norm if ndim else "frequency", **branch, **block_kw))
         return out
 
     def stage(c, h, w, lvl):
@@ -416,13 +537,13 @@ def resflow(image_shape, levels: int = 3, blocks: int = 4, hidden: int = 512,
 
 # model.type -> the builder function (trained by the "image" task)
 IMAGE_MODELS = ClassChoices("image model type")
-for _builder in (nice, realnvp, glow, resflow):
+for _builder in (nice, realnvp, glow, denseflow, resflow):
     IMAGE_MODELS.register(_builder.__name__, _builder, task="image")
 del _builder
 
 
 def build_image_flow(config: dict, image_shape) -> ImageFlow:
-    """Build a model from ``{"type": "nice"|"realnvp"|"glow"|"resflow", **options}``.
+    """Build a model from ``{"type": "nice"|"realnvp"|"glow"|"denseflow"|"resflow", **options}``.
 
     Common options: ``prior`` (normal, logistic, uniform), ``scaling`` (centered, unit,
     logit), ``alpha`` (logit), ``dequantization`` (``uniform`` or ``variational``, with

@@ -53,8 +53,23 @@ def _unwrap(model):
 def evaluate_bpd(model, images: torch.Tensor, batch_size: int = 256, seed: int = 0,
                  device=None, progress: bool = False) -> dict:
     """Mean bits/dim of uint8 ``images`` under ``model`` (uniform noise drawn per item from
-    ``seed``; ``model`` in whatever mode the caller chose), with the standard error over items."""
-    device = device or next(model.parameters()).device
+    ``seed``; ``model`` in whatever mode the caller chose), with the standard error over items.
+
+    For a model with augmented noise (``model.augmented``, e.g. ``denseflow``) the value is the
+    negative augmented ELBO, an upper bound on the bits/dim; its noise comes from torch's
+    generator seeded with ``seed`` inside this call (the caller's generator state is restored),
+    and the result says ``"augmented": true``."""
+    device = torch.device(device or next(model.parameters()).device)
+    forked = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked):
+        torch.manual_seed(seed)
+        res = _evaluate_bpd(model, images, batch_size, seed, device, progress)
+    if getattr(_unwrap(model), "augmented", False):
+        res["augmented"] = True
+    return res
+
+
+def _evaluate_bpd(model, images, batch_size, seed, device, progress) -> dict:
     dtype = next(model.parameters()).dtype
     values = []
     starts = range(0, images.shape[0], batch_size)

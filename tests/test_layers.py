@@ -17,10 +17,11 @@ HELPERS = {"registry", "yamlfile", "atomic"}
 
 # subpackage -> the subpackages it may import (besides itself and the helpers)
 ALLOWED = {
-    "cli": {"train", "eval", "vocoders", "images", "audio"},
-    "train": {"vocoders", "images", "flows", "nets", "audio"},
+    "cli": {"train", "eval", "vocoders", "images", "audio", "steganography"},
+    "train": {"vocoders", "images", "flows", "nets", "audio", "steganography"},
     "vocoders": {"flows", "nets", "audio"},
     "images": {"flows", "nets"},
+    "steganography": {"flows", "nets"},
     "nets": set(),
     "flows": set(),
     "audio": set(),

@@ -9,7 +9,7 @@ import torch
 
 from vocoflow.atomic import atomic_write_bytes
 
-__all__ = ["make_grid", "write_png", "read_png_size"]
+__all__ = ["make_grid", "write_png", "read_png_size", "read_png"]
 
 
 def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: int = 255,
@@ -65,3 +65,26 @@ def read_png_size(path: str | Path) -> tuple[int, int]:
             return im.size
     except UnidentifiedImageError:
         raise ValueError(f"{path}: not a PNG file") from None
+
+
+def read_png(path: str | Path) -> torch.Tensor:
+    """A PNG file as uint8 ``(1, H, W)`` (grey) or ``(3, H, W)`` (RGB), read by Pillow:
+    grey(-alpha) images give one channel, RGB(A) and palette images three (alpha dropped);
+    ``ValueError`` naming the file when it is not a PNG image or has another mode."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                raise ValueError(f"{path}: not a PNG file ({im.format})")
+            mode = {"L": "L", "LA": "L", "RGB": "RGB", "RGBA": "RGB", "P": "RGB"}.get(im.mode)
+            if mode is None:
+                raise ValueError(f"{path}: PNG mode {im.mode} is not supported (8-bit grey or RGB)")
+            array = np.asarray(im.convert(mode), dtype=np.uint8)
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not a PNG file") from None
+    except OSError as e:
+        raise ValueError(f"{path}: unreadable PNG ({e})") from None
+    t = torch.from_numpy(array.copy())
+    return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1).contiguous()

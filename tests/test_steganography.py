@@ -323,6 +323,13 @@ def test_evaluate_stego_reports_metrics_and_writes_the_grid(trained, tmp_path, c
     assert read_png_size(grid) == (2 + 5 * 34, 2 + 3 * 34)
     panels = read_png(grid)
     assert torch.equal(panels[:, 2:34:2, 2:34:2], test[0])  # the first cover, magnified
+    # --float-container reveals from the unrounded container (HiNet's own evaluation)
+    assert main(["evaluate-stego", "--model-dir", model_dir, "--data-dir", str(trained / "data"),
+                 "--out", str(out), "--cpu", "--no-progress", "--limit", "5", "--float-container"]) == 0
+    res = json.loads(out.read_text())
+    direct = hide_and_reveal(model, test[:5], test[1:6], seed=0, quantized=False)
+    assert res["pairs"] == 5 and res["quantized_container"] is False
+    assert res["psnr_recovered"] == pytest.approx(psnr(test[1:6], direct["recovered"]).mean(), abs=1e-9)
     capsys.readouterr()
     assert main(["evaluate-stego", "--model-dir", model_dir, "--data-dir", str(tmp_path)]) == 1
     assert "meta.json" in capsys.readouterr().err

@@ -290,7 +290,9 @@ def test_hide_reports_a_size_mismatch_naming_the_files(trained, tmp_path, capsys
     cases = [(["hide", str(tmp_path / "odd.png"), str(tmp_path / "odd.png"), str(out)], "even"),
              (["hide", str(tmp_path / "rgb.png"), str(tmp_path / "cover.png"), str(out)],
               "a RGB image, the model hides grey images"),
-             (["reveal", str(tmp_path / "missing.png"), str(out)], "missing.png: no such file")]
+             (["reveal", str(tmp_path / "missing.png"), str(out)], "missing.png: no such file"),
+             (["reveal", str(tmp_path / "cover.png"), str(tmp_path / "no" / "out.png")],
+              f"the directory {tmp_path / 'no'} does not exist")]
     for argv, message in cases:
         assert main(argv + ["--model-dir", model_dir, "--cpu"]) == 1
         assert message in capsys.readouterr().err and not out.exists()
@@ -333,6 +335,21 @@ def test_evaluate_stego_reports_metrics_and_writes_the_grid(trained, tmp_path, c
     capsys.readouterr()
     assert main(["evaluate-stego", "--model-dir", model_dir, "--data-dir", str(tmp_path)]) == 1
     assert "meta.json" in capsys.readouterr().err
+
+
+def test_training_noise_depends_on_the_seed_and_step_only(trained):
+    from vocoflow.train.stego_task import StegoTask
+
+    task = StegoTask(yaml.safe_load(DEBUG_CONFIG.read_text()), trained / "data")
+    model = task.build_model()
+    randomize(model, std=0.05)
+    batch = task.collate([task.train_dataset()[i] for i in range(8)])
+    a, _ = task.loss(model, batch, list(range(8)), step=3)
+    b, _ = task.loss(model, batch, list(range(8)), step=3)   # as after a resume at step 3
+    c, _ = task.loss(model, batch, list(range(8)), step=4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(ValueError, match="model.channels is 3"):
+        StegoTask({"model": {"channels": 3}}, trained / "data").build_model()
 
 
 def test_stego_configs_parse_and_build():

@@ -298,6 +298,11 @@ def test_hide_reports_a_size_mismatch_naming_the_files(trained, tmp_path, capsys
         assert message in capsys.readouterr().err and not out.exists()
     assert main(["reveal", str(tmp_path / "cover.png"), str(out), "--model-dir", str(tmp_path)]) == 1
     assert "no model.pt" in capsys.readouterr().err
+    (tmp_path / "bad_model").mkdir()
+    (tmp_path / "bad_model" / "model.pt").write_bytes(b"not a checkpoint")
+    assert main(["reveal", str(tmp_path / "cover.png"), str(out), "--model-dir", str(tmp_path / "bad_model")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad_model: not a hiding network" in err and not out.exists()
     (tmp_path / "notpng.png").write_text("hello")
     assert main(["reveal", str(tmp_path / "notpng.png"), str(out), "--model-dir", model_dir]) == 1
     assert "notpng.png: not a PNG file" in capsys.readouterr().err

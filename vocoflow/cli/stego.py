@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from pathlib import Path
 
@@ -94,8 +95,10 @@ def _load_model(model_dir, cpu):
         raise CLIError(f"{path}: no model.pt (train-stego writes OUT/model/model.pt when it finishes)")
     try:
         model = load_hiding_network(path)
-    except (ValueError, RuntimeError, KeyError, TypeError) as e:
-        raise CLIError(f"{path}: not a hiding network ({str(e).splitlines()[0]})") from None
+    except (ValueError, RuntimeError, KeyError, TypeError, EOFError, OSError,
+            pickle.UnpicklingError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(f"{path}: not a hiding network ({first})") from None
     return model.to(_device(cpu))
 
 

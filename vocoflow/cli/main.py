@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "vocoflow.cli.images",
     "vocoflow.cli.export",
     "vocoflow.cli.interop",
+    "vocoflow.cli.vi",
     "vocoflow.cli.stego",
 ]
 

@@ -3,7 +3,12 @@
 * :class:`SpectralNormLayer`: a linear / conv1d / conv2d layer whose weight is rescaled so that
   its operator norm (Lipschitz constant) is at most ``coeff`` (convolutions are bounded through
   their frequency response, below);
-* :class:`LipSwish`: the 1-Lipschitz activation of Residual Flows (Chen et al., 2019).
+* :class:`LipSwish`: the 1-Lipschitz activation of Residual Flows (Chen et al., 2019);
+* :class:`CLipSwish`: the concatenated LipSwish of i-DenseNets (Perugachi-Diaz et al., 2021),
+  1-Lipschitz with twice the channels out;
+* :data:`ACTIVATIONS`: the registry of these activations (the ``activation`` of a
+  :class:`~vocoflow.flows.residual.ResidualBlock`); each class says by ``expansion`` how many
+  times its input channels it returns.
 
 How the conv layers are normalised
 ----------------------------------
@@ -40,7 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SpectralNormLayer", "LipSwish"]
+from vocoflow.registry import ClassChoices
+
+__all__ = ["SpectralNormLayer", "LipSwish", "CLipSwish", "ACTIVATIONS", "clipswish_constant"]
 
 _MATERIALIZE_LIMIT = 1 << 22  # complex entries of W(w) held at once during power iteration
 
@@ -314,10 +321,80 @@ class LipSwish(nn.Module):
     0.0
     """
 
+    #: output channels per input channel
+    expansion = 1
+
     def __init__(self, channels: int):
         super().__init__()
         self.raw_beta = nn.Parameter(torch.full((channels,), 0.5))
 
+    def beta(self, x: torch.Tensor) -> torch.Tensor:
+        """``softplus(raw_beta)`` shaped to broadcast over ``x`` ``(B, C, *spatial)``."""
+        return F.softplus(self.raw_beta).reshape(1, -1, *([1] * (x.dim() - 2)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        beta = F.softplus(self.raw_beta).reshape(1, -1, *([1] * (x.dim() - 2)))
-        return x * torch.sigmoid(beta * x) / 1.1
+        return x * torch.sigmoid(self.beta(x) * x) / 1.1
+
+
+def _swish_max_slope() -> float:
+    """The largest slope of ``t * sigmoid(t)``: ``u(t) = s + t s (1 - s)`` with ``s = sigmoid(t)``
+    peaks where ``u'(t) = s (1 - s) (2 - t tanh(t / 2)) = 0``, i.e. at the root of
+    ``t tanh(t / 2) = 2`` (``t = 2.3994...``, ``u = 1.0998...``), found here by bisection."""
+    lo, hi = 1.0, 4.0  # t tanh(t/2) - 2 is increasing on t > 0: negative at 1, positive at 4
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid * math.tanh(mid / 2) < 2.0:
+            lo = mid
+        else:
+            hi = mid
+    s = 1.0 / (1.0 + math.exp(-lo))
+    return s + lo * s * (1.0 - s)
+
+
+def clipswish_constant() -> float:
+    """The Lipschitz constant of ``x -> (LipSwish(x), LipSwish(-x))`` (about 1.00397).
+
+    Per element the Jacobian is the column ``(u(t), -u(-t)) / 1.1`` with ``t = beta x`` and
+    ``u`` the slope of ``t sigmoid(t)``; ``u(-t) = 1 - u(t)``, so its norm is
+    ``sqrt(u^2 + (1 - u)^2) / 1.1``, convex in ``u`` and largest at the extremes of ``u``:
+    ``u_max = 1.0998`` and ``u_min = 1 - u_max`` give the same value, for every ``beta > 0``.
+
+    >>> round(clipswish_constant(), 5)
+    1.00397
+    """
+    u = _swish_max_slope()
+    return math.sqrt(u * u + (1.0 - u) ** 2) / 1.1
+
+
+_CLIPSWISH_CONSTANT = clipswish_constant()
+
+
+class CLipSwish(LipSwish):
+    """Concatenated LipSwish ``(LipSwish(x), LipSwish(-x)) / 1.00397`` along the channels.
+
+    Perugachi-Diaz, Tomczak, Bhulai, "Invertible DenseNets with Concatenated LipSwish",
+    NeurIPS 2021. Both halves share the learnable per-channel ``beta`` of :class:`LipSwish`;
+    the divisor is :func:`clipswish_constant` (the paper's 1.004, here computed exactly), so
+    the map is 1-Lipschitz (the bound is attained). ``(B, C, *spatial)`` becomes
+    ``(B, 2C, *spatial)``: the layer after it takes twice the channels (``expansion = 2``).
+    Unlike LipSwish, no direction is lost: the slope of one half is large wherever the
+    other's is near zero.
+
+    >>> import torch
+    >>> act = CLipSwish(3)
+    >>> act(torch.randn(2, 3, 5)).shape
+    torch.Size([2, 6, 5])
+    """
+
+    expansion = 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bx = self.beta(x) * x
+        both = torch.cat([x * torch.sigmoid(bx), -x * torch.sigmoid(-bx)], dim=1)
+        return both / (1.1 * _CLIPSWISH_CONSTANT)
+
+
+#: activations of residual branches by name (``ResidualBlock(activation=...)``)
+ACTIVATIONS = ClassChoices("residual activation", default="lipswish")
+ACTIVATIONS.register("lipswish", LipSwish)
+ACTIVATIONS.register("clipswish", CLipSwish)

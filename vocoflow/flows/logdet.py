@@ -15,7 +15,10 @@ over a leading stack of vectors. Per batch item they return ``(B,)`` log-determi
   truncate the series, :func:`russian_roulette_weights` make it unbiased (Chen et al., 2019,
   "Residual Flows for Invertible Generative Modeling");
 * :func:`neumann_logdet`: the same value, with the memory-saving Neumann-series gradient of
-  Residual Flows instead of backpropagation through the series.
+  Residual Flows instead of backpropagation through the series;
+* :func:`neumann_logdet_grads`: the same value and the gradients of that Neumann-series
+  estimator with respect to given tensors, computed at once (Residual Flows' "backward-in-forward":
+  no graph of the estimator outlives the call).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 
 __all__ = [
     "PROBES", "vjp", "jacobian_basis", "exact_logdet", "hutchinson_probes", "hutchinson_trace",
-    "russian_roulette_weights", "power_series_logdet", "neumann_logdet",
+    "russian_roulette_weights", "power_series_logdet", "neumann_logdet", "neumann_logdet_grads",
 ]
 
 #: kinds of probe vectors for :func:`hutchinson_probes`
@@ -132,6 +135,13 @@ def neumann_logdet(gx: torch.Tensor, x: torch.Tensor, probes: torch.Tensor,
     """The value of :func:`power_series_logdet` without keeping the series' graph; its gradient
     is the Neumann-series one, ``v^T (sum_j (-1)^j c_{j+1} J^j) (dJ) v``, which estimates
     ``tr((I + J)^-1 dJ)`` (Residual Flows' memory-saving estimator)."""
+    total, surrogate = _neumann_surrogate(gx, x, probes, coef, scale)
+    return total.detach() + (surrogate - surrogate.detach())
+
+
+def _neumann_surrogate(gx, x, probes, coef, scale):
+    """The series value (no graph) and ``v^T (sum_j (-1)^j c_{j+1} J^j) J v`` with the graph of
+    its last product only: its gradient is the Neumann-series gradient."""
     bshape = (1, -1) + (1,) * (x.dim() - 1)
     total = x.new_zeros(x.shape[0])
     grad_vec = torch.zeros_like(probes)
@@ -143,4 +153,32 @@ def neumann_logdet(gx: torch.Tensor, x: torch.Tensor, probes: torch.Tensor,
         trace = hutchinson_trace(w, probes, scale)
         total = total + ((-1) ** (k + 1) / k) * coef[k - 1] * trace
     surrogate = hutchinson_trace(vjp(gx, x, grad_vec, create_graph=True), probes, scale)
-    return total.detach() + (surrogate - surrogate.detach())
+    return total.detach(), surrogate
+
+
+def neumann_logdet_grads(gx: torch.Tensor, x: torch.Tensor, probes: torch.Tensor,
+                         coef: torch.Tensor, scale: float, inputs) -> tuple:
+    """``(value, grads)``: the value of :func:`power_series_logdet` (``(B,)``, no graph) and the
+    gradients of the batch sum of :func:`neumann_logdet`'s estimator with respect to each tensor
+    of ``inputs`` (``None`` for one it does not depend on).
+
+    This is the "backward-in-forward" of Chen et al. (2019), "Residual Flows for Invertible
+    Generative Modeling", section 3.2: the Neumann-series gradient is evaluated during the
+    forward pass, so the graph of the estimator (the double-backward graph of one
+    vector-Jacobian product) is freed before the next block runs instead of being kept until
+    ``backward``; the graph of ``gx`` itself is kept (``retain_graph``) for the caller.
+
+    >>> _ = torch.manual_seed(0)
+    >>> x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    >>> a = (0.1 * torch.randn(3, 3, dtype=torch.float64)).requires_grad_()
+    >>> probes, scale = hutchinson_probes(x, kind="exact")
+    >>> coef = torch.ones(40, 2, dtype=torch.float64)
+    >>> value, (grad_a,) = neumann_logdet_grads(x @ a.T, x, probes, coef, scale, [a])
+    >>> eye = torch.eye(3, dtype=torch.float64)
+    >>> bool(torch.allclose(grad_a, 2 * torch.linalg.inv(eye + a).T, atol=1e-10))
+    True
+    """
+    inputs = list(inputs)
+    total, surrogate = _neumann_surrogate(gx, x, probes, coef, scale)
+    grads = torch.autograd.grad(surrogate.sum(), inputs, retain_graph=True, allow_unused=True)
+    return total, grads

@@ -44,12 +44,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Bijector, NonConvergenceError
-from .lipschitz import LipSwish, SpectralNormLayer
+from .lipschitz import ACTIVATIONS, SpectralNormLayer
 from .logdet import (
     PROBES,
     exact_logdet,
     hutchinson_probes,
     neumann_logdet,
+    neumann_logdet_grads,
     power_series_logdet,
     russian_roulette_weights,
 )
@@ -57,6 +58,8 @@ from .logdet import (
 __all__ = ["ResidualBlock"]
 
 _LOGDET_MODES = ("exact", "series", "unbiased")
+#: how the log-det estimator is differentiated (``ResidualBlock(logdet_grad=...)``)
+LOGDET_GRADS = ("backprop", "neumann", "neumann_memory_efficient")
 
 
 class ResidualBlock(Bijector):
@@ -67,13 +70,13 @@ class ResidualBlock(Bijector):
     Invertible Generative Modeling", NeurIPS 2019.
 
     ``g`` is ``n_layers`` spectrally normalised layers (:class:`SpectralNormLayer`, each with
-    operator norm ``<= coeff``) with :class:`LipSwish` between them, so ``Lip(g) <= coeff ** n_layers
-    < 1``. The first and last layers have ``kernel_size`` taps, inner ones are 1x1 (i-ResNet's
-    3-1-3 pattern). Inputs are ``(B, C)`` for ``ndim=0``, ``(B, C, T)`` for ``ndim=1`` and
-    ``(B, C, H, W)`` for ``ndim=2``. With ``cond_channels > 0`` a conditioning tensor
-    ``(B, cond_channels, *spatial)`` or ``(B, cond_channels)`` (broadcast) enters the first layer
-    through its own unnormalised layer whose output is added; ``g`` stays a contraction in ``x``
-    for every fixed ``cond``.
+    operator norm ``<= coeff``) with 1-Lipschitz activations (``activation``, below) between
+    them, so ``Lip(g) <= coeff ** n_layers < 1``. The first and last layers have
+    ``kernel_size`` taps, inner ones are 1x1 (i-ResNet's 3-1-3 pattern). Inputs are ``(B, C)``
+    for ``ndim=0``, ``(B, C, T)`` for ``ndim=1`` and ``(B, C, H, W)`` for ``ndim=2``. With
+    ``cond_channels > 0`` a conditioning tensor ``(B, cond_channels, *spatial)`` or
+    ``(B, cond_channels)`` (broadcast) enters the first layer through its own unnormalised layer
+    whose output is added; ``g`` stays a contraction in ``x`` for every fixed ``cond``.
 
     Log-determinant (``logdet_mode``, settable after construction):
 
@@ -90,9 +93,35 @@ class ResidualBlock(Bijector):
 
     Traces use ``n_hutchinson`` probe vectors (``hutchinson="rademacher"`` or ``"gaussian"``), or
     ``hutchinson="exact"`` (all basis vectors: exact traces, for tests on small inputs).
-    ``neumann_grad=True`` computes the estimator's value without keeping the graph of the series
-    and backpropagates the Neumann-series gradient ``v^T (sum_j (-1)^j c_j J^j) (dJ) v``, which
-    estimates ``tr((I + J)^-1 dJ)`` (Residual Flows' memory-saving estimator).
+    How the estimator is differentiated (``logdet_grad``, settable after construction):
+
+    * ``"backprop"`` (default): backpropagation through every term of the series (its graph,
+      one vector-Jacobian product per term, is kept until ``backward``);
+    * ``"neumann"`` (also ``neumann_grad=True``): the value without the series' graph, and the
+      Neumann-series gradient ``v^T (sum_j (-1)^j c_j J^j) (dJ) v``, which estimates
+      ``tr((I + J)^-1 dJ)`` (Residual Flows' memory-saving estimator), through the graph of
+      one extra product kept until ``backward``;
+    * ``"neumann_memory_efficient"``: the same gradient evaluated during the forward pass
+      (Residual Flows' "backward-in-forward", :func:`~vocoflow.flows.logdet.neumann_logdet_grads`),
+      so no estimator graph outlives the block's forward: only the gradients (the size of the
+      input and of the weights) are kept. Memory then does not grow with the number of terms
+      nor with the number of blocks beyond the plain network's activations
+      (``benchmarks/bench_logdet_memory.py``). Its weight gradients are those of the *sum* of
+      the log-dets, scaled by the incoming gradient, so the loss must weight every item's
+      log-det equally (a sum or mean over the batch, as bits/dim training does); ``backward``
+      raises ``RuntimeError`` otherwise. Same seed, same draw: identical to ``"neumann"``.
+
+    Residual branch: ``activation`` is a name of
+    :data:`~vocoflow.flows.lipschitz.ACTIVATIONS`: ``"lipswish"`` or ``"clipswish"``
+    (:class:`~vocoflow.flows.lipschitz.CLipSwish`, which doubles the channels, so each layer
+    after it takes ``2 * hidden`` inputs). ``dense=True`` makes ``g`` the dense block of
+    i-DenseNets (Perugachi-Diaz, Tomczak, Bhulai, "Invertible DenseNets with Concatenated
+    LipSwish", NeurIPS 2021): ``n_layers - 1`` dense layers
+    ``h <- concat(eta_1 h, eta_2 act(W h))`` (``W``: ``kernel_size`` taps, ``hidden`` outputs;
+    ``(eta_1, eta_2)`` learnable and normalised to unit length, so each layer's Lipschitz
+    constant is at most ``sqrt(eta_1^2 + eta_2^2 Lip(W)^2) <= 1``), then a 1x1 layer from the
+    grown channels back to ``channels`` (``<= coeff``). :meth:`lipschitz_bound` gives the
+    resulting bound on ``Lip(g)`` for either layout.
 
     Spectral normalisation state: each training-mode forward first runs ``n_power_iterations``
     warm-started power iterations per layer; ``.eval()`` iterates them to convergence and eval-mode
@@ -142,6 +171,9 @@ class ResidualBlock(Bijector):
         hutchinson: str = "rademacher",
         n_power_iterations: int = 5,
         conv_norm: str = "frequency",
+        activation: str = "lipswish",
+        dense: bool = False,
+        logdet_grad: str | None = None,
     ):
         super().__init__()
         if ndim not in (0, 1, 2):
@@ -156,26 +188,45 @@ class ResidualBlock(Bijector):
             raise ValueError(f"hutchinson must be one of {PROBES}, got {hutchinson!r}")
         if n_series_terms < 1 or n_hutchinson < 1 or n_exact_terms < 0:
             raise ValueError("need n_series_terms >= 1, n_hutchinson >= 1, n_exact_terms >= 0")
+        if dense and n_layers < 2:
+            raise ValueError(f"a dense residual branch needs n_layers >= 2 (dense layers + the final "
+                             f"1x1 layer), got {n_layers}")
+        if logdet_grad is None:
+            logdet_grad = "neumann" if neumann_grad else "backprop"
+        elif neumann_grad and logdet_grad == "backprop":
+            raise ValueError("neumann_grad=True contradicts logdet_grad='backprop'")
+        act_cls = ACTIVATIONS.get(activation).cls
+        self.activation, self.dense = activation, bool(dense)
         self.channels, self.hidden, self.ndim = channels, hidden, ndim
         self.kernel_size = 1 if ndim == 0 else kernel_size
         self.cond_channels, self.coeff = cond_channels, float(coeff)
         self.logdet_mode = logdet
         self.n_series_terms, self.n_hutchinson = int(n_series_terms), int(n_hutchinson)
         self.n_exact_terms, self.roulette_p = int(n_exact_terms), float(roulette_p)
-        self.neumann_grad, self.hutchinson = bool(neumann_grad), hutchinson
+        self.logdet_grad, self.hutchinson = logdet_grad, hutchinson
         self.inverse_tol, self.inverse_max_iter = inverse_tol, int(inverse_max_iter)
         self.brute_force_max_dim = int(brute_force_max_dim)
 
         dims = [channels] + [hidden] * (n_layers - 1) + [channels]
-        kernels = [self.kernel_size] + [1] * max(n_layers - 2, 0) + ([self.kernel_size] if n_layers > 1 else [])
+        grow = hidden * act_cls.expansion
+        if self.dense:  # in: channels, channels + grow, ...; out: hidden, ..., hidden, channels
+            ins = [channels + i * grow for i in range(n_layers)]
+            kernels = [self.kernel_size] * (n_layers - 1) + [1]
+        else:  # in: channels, grow, ..., grow; out: hidden, ..., hidden, channels
+            ins = [channels] + [grow] * (n_layers - 1)
+            kernels = [self.kernel_size] + [1] * max(n_layers - 2, 0) + ([self.kernel_size] if n_layers > 1 else [])
         self.layers = nn.ModuleList(
             SpectralNormLayer(
-                dims[i], dims[i + 1], kernels[i], ndim, coeff,
+                ins[i], dims[i + 1], kernels[i], ndim, coeff,
                 n_power_iterations=n_power_iterations, conv_norm=conv_norm,
             )
             for i in range(n_layers)
         )
-        self.acts = nn.ModuleList(LipSwish(hidden) for _ in range(n_layers - 1))
+        self.acts = nn.ModuleList(act_cls(hidden) for _ in range(n_layers - 1))
+        if self.dense:  # raw concatenation weights (eta_1, eta_2) per dense layer, normalised in use
+            self.dense_eta = nn.Parameter(torch.ones(n_layers - 1, 2))
+        else:
+            self.register_parameter("dense_eta", None)
         if cond_channels > 0:
             self.cond_weight = nn.Parameter(
                 torch.empty(dims[1], cond_channels, *([self.kernel_size] * ndim))
@@ -195,8 +246,32 @@ class ResidualBlock(Bijector):
             raise ValueError(f"logdet mode must be one of {_LOGDET_MODES}, got {mode!r}")
         self._logdet_mode = mode
 
+    @property
+    def logdet_grad(self) -> str:
+        return self._logdet_grad
+
+    @logdet_grad.setter
+    def logdet_grad(self, how: str) -> None:
+        if how not in LOGDET_GRADS:
+            raise ValueError(f"logdet_grad must be one of {LOGDET_GRADS}, got {how!r}")
+        self._logdet_grad = how
+
+    @property
+    def neumann_grad(self) -> bool:
+        """``True`` for either Neumann-series gradient (``logdet_grad != "backprop"``); setting
+        ``True`` selects ``"neumann"`` unless a Neumann gradient is already chosen."""
+        return self._logdet_grad != "backprop"
+
+    @neumann_grad.setter
+    def neumann_grad(self, flag: bool) -> None:
+        if not flag:
+            self._logdet_grad = "backprop"
+        elif self._logdet_grad == "backprop":
+            self._logdet_grad = "neumann"
+
     def extra_repr(self) -> str:
-        return f"logdet={self.logdet_mode!r}, neumann_grad={self.neumann_grad}, coeff={self.coeff}"
+        return (f"logdet={self.logdet_mode!r}, logdet_grad={self.logdet_grad!r}, coeff={self.coeff}, "
+                f"activation={self.activation!r}, dense={self.dense}")
 
     # -- the residual branch -----------------------------------------------------------------
     def _check(self, x: torch.Tensor, cond: torch.Tensor | None) -> None:
@@ -227,12 +302,28 @@ class ResidualBlock(Bijector):
         return conv(cond, w, padding=self.kernel_size // 2)
 
     def _g(self, x: torch.Tensor, cond: torch.Tensor | None, weights: list[torch.Tensor]) -> torch.Tensor:
+        if self.dense:
+            return self._g_dense(x, cond, weights)
         h = self.layers[0].apply_weight(x, weights[0])
         if self.cond_weight is not None:
             h = h + self._cond_term(cond, x)
         for act, layer, w in zip(self.acts, self.layers[1:], weights[1:]):
             h = layer.apply_weight(act(h), w)
         return h
+
+    def dense_weights(self) -> torch.Tensor:
+        """The normalised concatenation weights ``(eta_1, eta_2)`` of each dense layer, rows of
+        unit length: ``(n_layers - 1, 2)``."""
+        return self.dense_eta / torch.linalg.vector_norm(self.dense_eta, dim=1, keepdim=True)
+
+    def _g_dense(self, x, cond, weights):
+        h, etas = x, self.dense_weights()
+        for i, (act, layer, w) in enumerate(zip(self.acts, self.layers[:-1], weights[:-1])):
+            t = layer.apply_weight(h, w)
+            if i == 0 and self.cond_weight is not None:
+                t = t + self._cond_term(cond, x)
+            h = torch.cat([etas[i, 0] * h, etas[i, 1] * act(t)], dim=1)
+        return self.layers[-1].apply_weight(h, weights[-1])
 
     def residual(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """``g(x, cond)`` with the current normalised weights (no power-iteration update)."""
@@ -247,7 +338,8 @@ class ResidualBlock(Bijector):
             p.requires_grad for p in self.parameters()
         )
 
-    def _logdet(self, gx: torch.Tensor, x: torch.Tensor, mode: str, need_graph: bool) -> torch.Tensor:
+    def _logdet(self, gx: torch.Tensor, x: torch.Tensor, mode: str, need_graph: bool,
+                context=None) -> torch.Tensor:
         if mode == "exact":
             return exact_logdet(gx, x, create_graph=need_graph, max_dim=self.brute_force_max_dim)
         probes, scale = hutchinson_probes(x, self.n_hutchinson, self.hutchinson, self.brute_force_max_dim)
@@ -255,9 +347,34 @@ class ResidualBlock(Bijector):
             coef = x.new_ones(self.n_series_terms, x.shape[0])
         else:
             coef = russian_roulette_weights(x.shape[0], self.n_exact_terms, self.roulette_p, x)
-        if self.neumann_grad and need_graph:
+        if self._logdet_grad == "neumann_memory_efficient" and need_graph:
+            return self._memory_efficient_logdet(gx, x, probes, coef, scale, context)
+        if self._logdet_grad == "neumann" and need_graph:
             return neumann_logdet(gx, x, probes, coef, scale)
         return power_series_logdet(gx, x, probes, coef, scale, create_graph=need_graph)
+
+    def _memory_efficient_logdet(self, gx, x, probes, coef, scale, context):
+        """The estimator's value, carrying its Neumann-series gradient as a linear surrogate
+        ``<grad_x, x> + <grad_theta, theta> / B`` whose gradients were computed here."""
+        x_grad, cond, weights = context
+        per_item = ([x] if x_grad else []) + ([cond] if cond is not None and cond.requires_grad else [])
+        shared = [w for w in weights if w.requires_grad] + [
+            p for name, p in self.named_parameters()
+            if p.requires_grad and not (name.startswith("layers.") and name.endswith(".weight"))
+        ]
+        value, grads = neumann_logdet_grads(gx, x, probes, coef, scale, per_item + shared)
+        batch = x.shape[0]
+        lin = x.new_zeros(batch)
+        for t, g in zip(per_item, grads[: len(per_item)]):
+            if g is not None:
+                lin = lin + (g * t).reshape(batch, -1).sum(1)
+        params = [(g * t).sum() for t, g in zip(shared, grads[len(per_item):]) if g is not None]
+        if params:
+            lin = lin + torch.stack(params).sum() / batch
+        logdet = value + (lin - lin.detach())
+        if logdet.requires_grad:
+            logdet.register_hook(_equal_weights_only)
+        return logdet
 
     def _forward(self, x, cond, weights, mode: str):
         need_graph = self._needs_graph(x, cond)
@@ -265,7 +382,8 @@ class ResidualBlock(Bijector):
             # a view, so that vector-Jacobian products w.r.t. it never run hooks placed on x
             xg = x.view_as(x) if (need_graph and x.requires_grad) else x.detach().requires_grad_(True)
             gx = self._g(xg, cond, weights)
-            logdet = self._logdet(gx, xg, mode, need_graph)
+            context = (need_graph and x.requires_grad, cond, weights)
+            logdet = self._logdet(gx, xg, mode, need_graph, context)
             z = x + gx
         if not need_graph:
             return z.detach(), logdet.detach()
@@ -356,7 +474,32 @@ class ResidualBlock(Bijector):
         return {f"layers.{i}": layer.operator_norm_bound() for i, layer in enumerate(self.layers)}
 
     @torch.no_grad()
+    def lipschitz_bound(self) -> float:
+        """An upper bound on ``Lip(g)`` in ``x`` from :meth:`lipschitz_bounds`: their product for
+        the plain branch; for the dense one the last layer's bound times, per dense layer,
+        ``sqrt(eta_1^2 + eta_2^2 b^2)`` (``b`` its layer's bound; the activations are
+        1-Lipschitz and ``||(a, c)||^2 = ||a||^2 + ||c||^2`` for a concatenation)."""
+        bounds = list(self.lipschitz_bounds().values())
+        if not self.dense:
+            return math.prod(bounds)
+        etas = self.dense_weights().double()
+        factors = [math.sqrt(float(e[0]) ** 2 + (float(e[1]) * b) ** 2) for e, b in zip(etas, bounds[:-1])]
+        return bounds[-1] * math.prod(factors)
+
+    @torch.no_grad()
     def refresh_spectral_norms(self, n_iterations: int = 50) -> None:
         """Run power iterations on every layer (after editing or loading weights)."""
         for layer in self.layers:
             layer.refresh(n_iterations)
+
+
+def _equal_weights_only(grad: torch.Tensor) -> None:
+    """Backward hook of ``logdet_grad="neumann_memory_efficient"`` log-dets: the weight
+    gradients computed in forward belong to the batch sum, valid only for equal item weights."""
+    spread = float((grad - grad.mean()).abs().max()) if grad.numel() else 0.0
+    if spread > 1e-6 * float(grad.abs().max()):
+        raise RuntimeError(
+            "logdet_grad='neumann_memory_efficient' needs a loss that weights every item's "
+            f"log-det equally (a sum or mean over the batch); the incoming gradients differ by "
+            f"{spread:.3g}. Use logdet_grad='neumann' for other losses"
+        )

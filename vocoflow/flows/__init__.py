@@ -5,11 +5,21 @@ with ``logdet = log|det dz/dx|`` per batch item; ``inverse(z, cond=None) -> (x, 
 back with ``log|det dx/dz|``.
 """
 
+from .augment import CrossUnitAugment
 from .autoregressive import IAF
 from .base import Bijector, Inverse, NonConvergenceError, Sequential, sum_except_batch
 from .conditioners import CausalConvNet, ConvNet
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling, MixLogisticCoupling
-from .distributions import Logistic, Normal, gaussian_log_prob
+from .distributions import (
+    BASE_DISTRIBUTIONS,
+    GaussianCopula,
+    Logistic,
+    Normal,
+    StudentT,
+    build_base,
+    gaussian_log_prob,
+    student_t_log_prob,
+)
 from .elementwise import AffineMap, ChainMap, ElementwiseMap, MixLogisticMap, ShiftMap, make_map
 from .flow import Flow
 from .linear import Invertible1x1Conv, Reverse, Shuffle
@@ -17,6 +27,8 @@ from .lipschitz import LipSwish, SpectralNormLayer
 from .normalization import ActNorm, Scale
 from .reshape import Split, Squeeze
 from .residual import ResidualBlock
+from .vi import PlanarFlow, RadialFlow, VectorIAF
+from .wavelet import HaarWavelet
 
 __all__ = [
     "Bijector", "Sequential", "Inverse", "NonConvergenceError", "sum_except_batch",
@@ -25,4 +37,7 @@ __all__ = [
     "Invertible1x1Conv", "Reverse", "Shuffle", "ActNorm", "Scale", "Squeeze", "Split",
     "ResidualBlock", "SpectralNormLayer", "LipSwish", "IAF", "ConvNet", "CausalConvNet", "Normal", "Logistic",
     "gaussian_log_prob", "Flow",
+    "StudentT", "GaussianCopula", "student_t_log_prob", "BASE_DISTRIBUTIONS", "build_base",
+    "CrossUnitAugment", "HaarWavelet",
+    "PlanarFlow", "RadialFlow", "VectorIAF",
 ]

@@ -33,6 +33,7 @@ from vocoflow.flows import (
     Sequential,
     Split,
     Squeeze,
+    build_base,
     gaussian_log_prob,
 )
 from vocoflow.nets.excitation import HarmonicExcitation
@@ -76,6 +77,12 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
       per-frame scale ``log s_t`` is a learned linear function of that frame's mel (zero at
       initialisation, soft-clamped to ``+-prior_clamp``), in the spirit of PriorGrad
       (Lee et al., 2022); its log-density is exact, so NLL stays exact.
+    * ``base``: the standard base distribution of the latent, a name of
+      :data:`~vocoflow.flows.BASE_DISTRIBUTIONS` (``normal``, WaveGlow's; ``student_t``, heavy
+      tails with ``base_df`` degrees of freedom, learned with ``learn_df``). The latent is
+      ``sigma * s_t * e`` with ``e`` a standard base draw (``s_t`` the mel prior's scale, or 1),
+      so sigma (the temperature) scales the base draws and the log-density stays exact:
+      ``log p(z) = log p_e(z / (sigma s_t)) - sum log(sigma s_t)``.
     * ``cond_proj`` > 0: one 1x1 convolution shared by all couplings first maps the squeezed
       conditioning (``(n_mels + excitation) * n_group`` channels) to ``cond_proj`` channels, so
       each coupling's per-layer conditioning GEMM is that much smaller.
@@ -116,6 +123,9 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
     prior: str = "none"
     prior_clamp: float = 12.0
     cond_proj: int = 0
+    base: str = "normal"
+    base_df: float | None = None
+    learn_df: bool = False
 
     def __post_init__(self):
         for name in ("n_mels", "hop_length", "n_group", "n_flows", "wn_layers", "wn_channels",
@@ -136,6 +146,12 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
         self.prior_clamp = float(self.prior_clamp)
         if self.prior not in ("none", "mel"):
             raise ValueError(f"prior must be 'none' or 'mel', got {self.prior!r}")
+        self.learn_df = bool(self.learn_df)
+        if self.base_df is not None:
+            if isinstance(self.base_df, bool) or not isinstance(self.base_df, (int, float)):
+                raise ValueError(f"WaveGlowConfig.base_df must be a number > 0, got {self.base_df!r}")
+            self.base_df = float(self.base_df)
+        build_base(self.base, self.base_df, self.learn_df, self.n_group)  # validates the choice
         if self.upsample_kernel is not None:
             self.upsample_kernel = int(self.upsample_kernel)
         if self.coupling not in COUPLINGS:
@@ -239,6 +255,7 @@ class WaveGlow(MelModelMixin, nn.Module):
             self.prior_net = nn.Conv1d(cfg.n_mels, 1, 1)
             nn.init.zeros_(self.prior_net.weight)
             nn.init.zeros_(self.prior_net.bias)
+        self.base = build_base(cfg.base, cfg.base_df, cfg.learn_df, cfg.n_group)
         self.bijector = self._build()
 
     # -- construction -------------------------------------------------------------------------
@@ -418,12 +435,30 @@ class WaveGlow(MelModelMixin, nn.Module):
 
     def base_log_prob(self, z: torch.Tensor, mel: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
         """``log p(z | mel)`` of the base distribution, ``(B,)``: ``N(0, sigma^2)``, or with
-        ``prior: mel`` ``N(0, (sigma * s_t)^2)``."""
+        ``prior: mel`` ``N(0, (sigma * s_t)^2)``; with another ``base`` the density of
+        ``sigma * s_t * e`` for standard base draws ``e``: ``log p_e(z / (sigma s_t)) - sum
+        log(sigma s_t)``."""
         ls = self.prior_log_scale(mel)
+        if not isinstance(self.base, Normal):
+            ls = torch.zeros_like(z[:, :1]) if ls is None else ls.to(z.dtype)
+            ls = (ls + math.log(sigma)).expand_as(z)
+            return self.base.log_prob(z * torch.exp(-ls)) - ls.flatten(1).sum(dim=1)
         if ls is None:
             return Normal(sigma).log_prob(z)
         lp = gaussian_log_prob(z, log_scale=ls.to(z.dtype) + math.log(sigma))
         return lp.flatten(1).sum(dim=1)
+
+    def base_noise(self, noise: torch.Tensor | None, shape, generator=None, like=None) -> torch.Tensor:
+        """Standard base draws of ``shape``: ``noise`` (unit normals) mapped onto the base by its
+        inverse CDF (the identity for ``normal``), or fresh draws of the base when ``None``."""
+        normal = isinstance(self.base, Normal)
+        if noise is not None:
+            return noise if normal else self.base.from_normal(noise)
+        dtype = like.dtype if like is not None else None
+        device = generator.device if generator is not None else (like.device if like is not None else None)
+        if normal:
+            return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        return self.base.sample(shape, generator=generator, dtype=dtype, device=device)
 
     def _check(self, x, mel):
         frames = mel.shape[-1]
@@ -460,7 +495,7 @@ class WaveGlow(MelModelMixin, nn.Module):
         if sigma is not None:
             out["log_prob"] = self.base_log_prob(z.float(), mel, sigma) + logdet.float()
         if sample_sigma is not None:
-            eps = torch.randn_like(z) if noise is None else noise.to(z)
+            eps = self.base_noise(None if noise is None else noise.to(z), z.shape, like=z)
             out["sample"] = self._from_latent(eps * sample_sigma, mel, cond)
         if pitch_loss:
             if self.pitch is None or f0 is None:
@@ -493,19 +528,18 @@ class WaveGlow(MelModelMixin, nn.Module):
               excitation: torch.Tensor | None = None) -> torch.Tensor:
         """Synthesise ``(B, frames * hop)`` audio from ``mel (B, n_mels, frames)``.
 
-        ``noise`` (optional) is unit-variance noise, either in sample layout ``(B, frames * hop)``
-        or in latent layout ``(B, n_group, frames * hop / n_group)``; it is multiplied by
-        ``sigma``. Without it the noise is drawn with ``generator``. Models with an excitation
-        use ``f0`` ``(B, frames)`` in Hz when given (e.g. from a TTS front end), else the F0
-        predicted from the mel; ``excitation`` (sample rate) may be given ready-made instead.
+        ``noise`` (optional) is unit-variance normal noise, either in sample layout ``(B, frames *
+        hop)`` or in latent layout ``(B, n_group, frames * hop / n_group)``; a non-normal ``base``
+        maps it onto its standard draws by the inverse CDF (elementwise, monotone); the draws are
+        multiplied by ``sigma``. Without it the noise is drawn from the base with ``generator``.
+        Models with an excitation use ``f0`` ``(B, frames)`` in Hz when given (e.g. from a TTS
+        front end), else the F0 predicted from the mel; ``excitation`` (sample rate) may be given ready-made instead.
         """
         if mel.dim() == 2:
             mel = mel[None]
         shape = self.latent_shape(mel.shape[0], mel.shape[-1])
         if noise is None:
-            z = torch.randn(shape, generator=generator, dtype=mel.dtype,
-                            device=generator.device if generator is not None else mel.device)
-            z = z.to(mel.device)
+            z = self.base_noise(None, shape, generator, like=mel).to(mel.device)
         else:
             z = noise
             if z.dim() == 2 and tuple(z.shape) == (shape[0], shape[1] * shape[2]):
@@ -513,7 +547,7 @@ class WaveGlow(MelModelMixin, nn.Module):
             if tuple(z.shape) != shape:
                 raise ValueError(f"noise must have shape {shape} (or {(shape[0], shape[1] * shape[2])}), "
                                  f"got {tuple(noise.shape)}")
-            z = z.to(device=mel.device, dtype=mel.dtype)
+            z = self.base_noise(z.to(device=mel.device, dtype=mel.dtype), shape)
         if excitation is None and self.excitation is not None:
             excitation = self.make_excitation(mel, f0)
         return self._from_latent(z * sigma, mel, self.condition(mel, excitation))

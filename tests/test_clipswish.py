@@ -318,13 +318,13 @@ class _Holder:
                 del self.owner.live[self.key]
 
 
-def _retained_bytes(how, n_terms, n_blocks=3):
+def _retained_bytes(how, n_terms, n_blocks=2):
     torch.manual_seed(0)
     blocks = torch.nn.ModuleList(
         ResidualBlock(2, hidden=8, ndim=2, logdet="series", n_series_terms=n_terms, logdet_grad=how).double()
         for _ in range(n_blocks)
     ).train()
-    x = torch.randn(2, 2, 6, 6, dtype=F64, requires_grad=True)
+    x = torch.randn(2, 2, 5, 5, dtype=F64, requires_grad=True)
     saved = _LiveSaved()
     with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
         h, total = x, 0

@@ -363,3 +363,19 @@ def test_resflow_options_reach_the_blocks():
     x = torch.randint(0, 256, (4, 1, 4, 4))
     model.bits_per_dim(x, torch.rand(4, 1, 4, 4)).mean().backward()
     assert all(p.grad is not None for b in conv for p in b.parameters())
+
+
+def test_memory_benchmark_measures_the_paths():
+    """benchmarks/bench_logdet_memory.py's per-arm measurement, in-process on a tiny model."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_logdet_memory.py"
+    spec = importlib.util.spec_from_file_location("bench_logdet_memory", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = argparse.Namespace(n_terms=8, blocks=2, hidden=8, size=12, batch=4, activation="lipswish", threads=1)
+    rows = {arm: bench.child(args, arm) for arm in ("backprop", "neumann_memory_efficient")}
+    assert rows["backprop"]["loss"] == pytest.approx(rows["neumann_memory_efficient"]["loss"], abs=1e-6)
+    assert rows["backprop"]["peak_mib"] > 1.5 * rows["neumann_memory_efficient"]["peak_mib"] > 0

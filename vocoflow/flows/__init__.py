@@ -23,7 +23,7 @@ from .distributions import (
 from .elementwise import AffineMap, ChainMap, ElementwiseMap, MixLogisticMap, ShiftMap, make_map
 from .flow import Flow
 from .linear import Invertible1x1Conv, Reverse, Shuffle
-from .lipschitz import LipSwish, SpectralNormLayer
+from .lipschitz import ACTIVATIONS, CLipSwish, LipSwish, SpectralNormLayer
 from .normalization import ActNorm, Scale
 from .reshape import Split, Squeeze
 from .residual import ResidualBlock
@@ -35,7 +35,8 @@ __all__ = [
     "AdditiveCoupling", "AffineCoupling", "MixLogisticCoupling", "Coupling",
     "ShiftMap", "AffineMap", "MixLogisticMap", "ChainMap", "ElementwiseMap", "make_map",
     "Invertible1x1Conv", "Reverse", "Shuffle", "ActNorm", "Scale", "Squeeze", "Split",
-    "ResidualBlock", "SpectralNormLayer", "LipSwish", "IAF", "ConvNet", "CausalConvNet", "Normal", "Logistic",
+    "ResidualBlock", "SpectralNormLayer", "LipSwish", "CLipSwish", "ACTIVATIONS",
+    "IAF", "ConvNet", "CausalConvNet", "Normal", "Logistic",
     "gaussian_log_prob", "Flow",
     "StudentT", "GaussianCopula", "student_t_log_prob", "BASE_DISTRIBUTIONS", "build_base",
     "CrossUnitAugment", "HaarWavelet",

@@ -280,3 +280,11 @@ def test_waveglow_config_base_options():
     m2 = WaveGlow(m.config).double()
     m2.load_state_dict(m.state_dict())
     assert float(m2.base.df) == pytest.approx(float(m.base.df))
+
+
+def test_export_refuses_a_heavy_tailed_base():
+    from vocoflow.vocoders.export import export_problem
+
+    assert export_problem(_waveglow(), "onnx") is None
+    msg = export_problem(_waveglow(base="student_t"), "torchscript")
+    assert msg is not None and "base student_t cannot be exported" in msg

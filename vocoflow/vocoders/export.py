@@ -120,6 +120,9 @@ def export_problem(model: nn.Module, fmt: str) -> str | None:
             how = "bisection" if coupling == "mixlogistic" else "fixed-point iteration"
             return (f"WaveGlow with {coupling} couplings cannot be exported: their inverse is a "
                     f"{how} that runs until a data-dependent tolerance is met")
+        if model.config.base != "normal":
+            return (f"WaveGlow with base {model.config.base} cannot be exported: its noise "
+                    f"transform (inverse CDF) is a bisection with data-dependent stopping")
         return None
     if isinstance(model, IAFStudent):
         if fmt == "onnx" and model.config.noise == "logistic":

@@ -11,6 +11,7 @@ import torch
 
 from flowcheck import jacobian_logdet, randomize
 from vocoflow.cli.main import main
+from vocoflow.flows.base import NonConvergenceError
 from vocoflow.flows.vi import PlanarFlow, RadialFlow, VectorIAF
 from vocoflow.train.vi import (
     VI_FLOWS,
@@ -76,6 +77,19 @@ def test_planar_reparametrisation_keeps_the_constraint(f64):
     f = PlanarFlow(2, u=[-5.0, 0.0], w=[1.0, 0.0])        # w . u = -5, reparametrised
     wu_hat = float(torch.dot(f.w, f.u_hat()))
     assert wu_hat == pytest.approx(-1 + math.log1p(math.exp(-5.0)), abs=1e-12)
+
+
+def test_radial_reparametrisation_keeps_the_constraint(f64):
+    for seed in range(20):
+        f = randomize(RadialFlow(3), std=3.0, seed=seed)
+        alpha, beta = f.alpha_beta()
+        assert float(beta) > -float(alpha) and float(alpha) > 0
+
+
+def test_planar_inverse_reports_non_convergence(f64):
+    f = PlanarFlow(2, reparametrize=False, u=[-0.999, 0.0], w=[1.0, 0.0], b=0.0, max_iter=1)
+    with pytest.raises(NonConvergenceError, match="did not converge in 1 steps"):
+        f.inverse(torch.tensor([[0.3, 0.0], [-2.0, 1.0]]))
 
 
 def test_planar_inverse_gradients_are_the_implicit_ones(f64):

@@ -221,7 +221,7 @@ def fit(q: Posterior, target: Target, steps: int, batch: int = 256, lr: float = 
         anneal_steps: int = 0, seed: int = 0, progress: bool = False) -> list[float]:
     """Minimise ``E_q[log q + beta_t U]`` with Adam (cosine learning rate) and gradient clipping;
     ``beta_t`` rises linearly from 0.01 to 1 over ``anneal_steps`` (the paper's annealing).
-    Returns the per-step loss at ``beta = 1`` terms (``-ELBO`` estimates once annealing ends)."""
+    Returns the per-step ``mean(log q + U)`` (at ``beta = 1``: a ``-ELBO`` estimate)."""
     from tqdm import tqdm
 
     g = torch.Generator().manual_seed(seed)

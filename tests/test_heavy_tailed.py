@@ -113,7 +113,7 @@ def test_learned_df_stays_positive_and_gets_the_exact_gradient():
     v = base.df.item()
     h = 1e-6
     fd = (st.t.logpdf(z.numpy(), v + h).sum() - st.t.logpdf(z.numpy(), v - h).sum()) / (2 * h)
-    dsoftplus = 1 / (1 + math.exp(-float(base.raw_df)))
+    dsoftplus = 1 / (1 + math.exp(-base.raw_df.item()))
     assert abs(float(base.raw_df.grad) - fd * dsoftplus) < 1e-6
     with torch.no_grad():                 # an optimiser pushing far below 0
         base.raw_df.fill_(-50.0)
@@ -288,3 +288,48 @@ def test_export_refuses_a_heavy_tailed_base():
     assert export_problem(_waveglow(), "onnx") is None
     msg = export_problem(_waveglow(base="student_t"), "torchscript")
     assert msg is not None and "base student_t cannot be exported" in msg
+
+
+def test_float32_inverse_cdf_is_float32_exact():
+    n = torch.linspace(-6, 6, 49)
+    ref = student_t_from_normal(n.double(), 4.0).float()
+    assert torch.allclose(student_t_from_normal(n, 4.0), ref, rtol=3e-7, atol=0)
+
+
+def test_saved_student_t_vocoder_round_trip(tmp_path):
+    from vocoflow.audio import get_preset
+    from vocoflow.vocoders import load, save_vocoder
+
+    cfg = {"model": {"type": "waveglow", "n_mels": 80, "hop_length": 256, "n_group": 8,
+                     "n_flows": 2, "n_early_every": 0, "wn_layers": 2, "wn_channels": 8,
+                     "base": "student_t", "base_df": 3.0, "learn_df": True},
+           "features": get_preset("asterisk16k").to_dict()}
+    torch.manual_seed(0)
+    model = WaveGlow(cfg["model"])
+    with torch.no_grad():
+        model.base.raw_df.fill_(1.5)                         # a "learned" df
+    d = save_vocoder(model, cfg, tmp_path / "voc")
+    voc = load(d)
+    assert isinstance(voc.model.base, StudentT)
+    assert float(voc.model.base.df) == pytest.approx(float(model.base.df))
+    mel = torch.full((80, 3), -5.0)
+    noise = torch.randn(1, 3 * 256, generator=torch.Generator().manual_seed(0))
+    a = voc.synthesize(mel, noise=noise, sigma=0.5, denoise=0.0)
+    with torch.no_grad():                                   # the unit-normal noise became t draws
+        b = model.infer(mel[None], sigma=0.5, noise=noise)[0]
+    assert torch.allclose(a, b, atol=1e-5) and torch.isfinite(a).all()
+
+
+def test_image_flows_take_a_student_t_prior():
+    from vocoflow.images.models import build_image_flow
+
+    model = build_image_flow({"type": "glow", "levels": 2, "steps": 1, "hidden": 8,
+                              "prior": "student_t"}, (1, 4, 4))
+    assert isinstance(model.base, StudentT)
+    x = torch.randint(0, 256, (3, 1, 4, 4))
+    bpd = model.bits_per_dim(x, torch.rand(3, 1, 4, 4))
+    assert bpd.shape == (3,) and torch.isfinite(bpd).all()
+    assert model.sample_images(2, temperature=0.7).dtype == torch.uint8
+    with pytest.raises(ValueError, match="prior must be one of .*student_t.*not 'gaussian_copula'"):
+        build_image_flow({"type": "glow", "levels": 2, "steps": 1, "hidden": 8,
+                          "prior": "gaussian_copula"}, (1, 4, 4))

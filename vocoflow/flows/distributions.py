@@ -207,10 +207,13 @@ def student_t_to_normal(x: torch.Tensor, df) -> torch.Tensor:
                            else torch.tensor(float(df), dtype=torch.float64))
 
 
-def student_t_from_normal(n: torch.Tensor, df, iters: int = 64) -> torch.Tensor:
+def student_t_from_normal(n: torch.Tensor, df, iters: int | None = None) -> torch.Tensor:
     """``F_t^-1(Phi(n))``: standard normal ``n`` to a standard Student-t draw with ``df`` degrees
-    of freedom (inverse-CDF sampling: bisection on ``log|t|`` in float64, about 1e-12 relative;
-    exact but slow, ~60 tail evaluations per element; no gradient)."""
+    of freedom (inverse-CDF sampling: ``iters`` bisection steps on ``log|t|`` in float64, by
+    default 64 for float64 ``n`` (about 1e-12 relative) and 46 otherwise (below float32's
+    rounding); exact but slow, one tail evaluation per step; no gradient)."""
+    if iters is None:
+        iters = 64 if n.dtype == torch.float64 else 46
     n64 = n.detach().to(torch.float64)
     v = _as_df(df, n64).detach()
     target = torch.special.log_ndtr(-n64.abs())   # log P(T > |t|)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vocoflow.flows import (
+    BASE_DISTRIBUTIONS,
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
@@ -31,6 +32,7 @@ from vocoflow.flows import (
     Sequential,
     Split,
     Squeeze,
+    build_base,
 )
 from vocoflow.flows.augment import CrossUnitAugment
 from vocoflow.nets.resnet import ZeroConv2d, glow_factory, resnet_factory
@@ -54,7 +56,12 @@ def _base(name: str) -> nn.Module:
         return Logistic()
     if name == "uniform":
         return UniformBox()
-    raise ValueError(f"prior must be normal, logistic or uniform, not {name!r}")
+    choice = BASE_DISTRIBUTIONS.find(name)
+    if choice is not None and not choice.has("channels"):  # e.g. student_t (df 5)
+        return build_base(name)
+    usable = ["normal", "logistic", "uniform"] + [n for n in BASE_DISTRIBUTIONS.names(channels=False)
+                                                  if n not in ("normal", "logistic")]
+    raise ValueError(f"prior must be one of {', '.join(usable)}, not {name!r}")
 
 
 class ImageFlow(Flow):
@@ -545,7 +552,7 @@ del _builder
 def build_image_flow(config: dict, image_shape) -> ImageFlow:
     """Build a model from ``{"type": "nice"|"realnvp"|"glow"|"denseflow"|"resflow", **options}``.
 
-    Common options: ``prior`` (normal, logistic, uniform), ``scaling`` (centered, unit,
+    Common options: ``prior`` (normal, logistic, uniform, student_t), ``scaling`` (centered, unit,
     logit), ``alpha`` (logit), ``dequantization`` (``uniform`` or ``variational``, with
     ``dequantizer: {n_couplings, hidden}``). Unknown options raise ``ValueError``.
 

@@ -41,7 +41,7 @@ def test_student_t_log_prob_matches_scipy(df):
     np.testing.assert_allclose(student_t_log_prob(x, df, ls).numpy(), ref, rtol=1e-12, atol=1e-12)
     base = StudentT(df, scale=0.5).double()
     z = x.reshape(1, -1)
-    want = st.t.logpdf(z.numpy(), float(base.df), scale=0.5).sum()
+    want = st.t.logpdf(z.numpy(), base.df.item(), scale=0.5).sum()
     assert abs(float(base.log_prob(z)) - want) < 1e-9
 
 
@@ -117,7 +117,7 @@ def test_learned_df_stays_positive_and_gets_the_exact_gradient():
     assert abs(float(base.raw_df.grad) - fd * dsoftplus) < 1e-6
     with torch.no_grad():                 # an optimiser pushing far below 0
         base.raw_df.fill_(-50.0)
-    assert float(base.df) > 0 and torch.isfinite(base.log_prob(z)).all()
+    assert base.df.item() > 0 and torch.isfinite(base.log_prob(z)).all()
     assert not StudentT(df=4.0).raw_df.requires_grad            # fixed df: a buffer
 
 
@@ -184,10 +184,10 @@ def test_registry_and_build_base():
     assert {"normal", "logistic", "student_t", "gaussian_copula"} <= set(BASE_DISTRIBUTIONS)
     assert BASE_DISTRIBUTIONS.names(learn_df=True) == ["student_t"]
     t = build_base("student_t", df=2.0, learn_df=True)
-    assert isinstance(t, StudentT) and t.learn_df and abs(float(t.df) - 2.0) < 1e-6
+    assert isinstance(t, StudentT) and t.learn_df and abs(t.df.item() - 2.0) < 1e-6
     assert isinstance(build_base(None), Normal)
     cop = build_base("gaussian_copula", df=6.0, channels=4)
-    assert cop.channels == 4 and float(cop.df) == 6.0
+    assert cop.channels == 4 and cop.df.item() == 6.0
     with pytest.raises(ValueError, match="unknown base distribution 'cauchy'"):
         build_base("cauchy")
     with pytest.raises(ValueError, match="has no degrees of freedom"):
@@ -226,7 +226,7 @@ def test_waveglow_student_t_base_log_prob_is_exact(prior):
     z, logdet = m(audio, mel)
     ls = m.prior_log_scale(mel)
     s = 0.7 * (torch.ones_like(z) if ls is None else torch.exp(ls).expand_as(z))
-    ref = st.t.logpdf(z.detach().numpy(), float(m.base.df), scale=s.detach().numpy()).reshape(2, -1).sum(1)
+    ref = st.t.logpdf(z.detach().numpy(), m.base.df.item(), scale=s.detach().numpy()).reshape(2, -1).sum(1)
     np.testing.assert_allclose(m.base_log_prob(z, mel, 0.7).detach().numpy(), ref, rtol=1e-10)
     out = m(audio, mel, sigma=1.0)
     assert torch.allclose(out["log_prob"].double(), m.log_prob(audio, mel), rtol=1e-5)   # float32
@@ -246,7 +246,7 @@ def test_waveglow_copula_base_log_prob_is_exact_with_the_prior():
     R = m.base.correlation().detach().numpy()
     ref = (st.multivariate_normal(np.zeros(4), R).logpdf(q).sum() - st.norm.logpdf(q).sum()
            + st.t.logpdf(e, 5.0).sum() - np.log(s.detach().numpy()).sum())
-    assert abs(float(m.base_log_prob(z, mel, 0.8)) - ref) < 1e-8
+    assert abs(m.base_log_prob(z, mel, 0.8).item() - ref) < 1e-8
 
 
 def test_waveglow_student_t_synthesis_noise_and_reconstruction():
@@ -255,7 +255,7 @@ def test_waveglow_student_t_synthesis_noise_and_reconstruction():
     with torch.no_grad():
         z, _ = m(audio, mel)
         e = z / torch.exp(m.prior_log_scale(mel))           # the standard t draws of this audio
-        n = student_t_to_normal(e, float(m.base.df))          # as unit-normal noise
+        n = student_t_to_normal(e, m.base.df.item())          # as unit-normal noise
         assert torch.allclose(m.infer(mel, sigma=1.0, noise=n), audio, atol=1e-9)
         a = m.infer(mel, generator=torch.Generator().manual_seed(3))
         b = m.infer(mel, generator=torch.Generator().manual_seed(3))
@@ -279,7 +279,7 @@ def test_waveglow_config_base_options():
         m.base.raw_df.fill_(0.3)
     m2 = WaveGlow(m.config).double()
     m2.load_state_dict(m.state_dict())
-    assert float(m2.base.df) == pytest.approx(float(m.base.df))
+    assert m2.base.df.item() == pytest.approx(m.base.df.item())
 
 
 def test_export_refuses_a_heavy_tailed_base():
@@ -311,7 +311,7 @@ def test_saved_student_t_vocoder_round_trip(tmp_path):
     d = save_vocoder(model, cfg, tmp_path / "voc")
     voc = load(d)
     assert isinstance(voc.model.base, StudentT)
-    assert float(voc.model.base.df) == pytest.approx(float(model.base.df))
+    assert voc.model.base.df.item() == pytest.approx(model.base.df.item())
     mel = torch.full((80, 3), -5.0)
     noise = torch.randn(1, 3 * 256, generator=torch.Generator().manual_seed(0))
     a = voc.synthesize(mel, noise=noise, sigma=0.5, denoise=0.0)

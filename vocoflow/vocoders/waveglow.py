@@ -79,7 +79,8 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
       (Lee et al., 2022); its log-density is exact, so NLL stays exact.
     * ``base``: the standard base distribution of the latent, a name of
       :data:`~vocoflow.flows.BASE_DISTRIBUTIONS` (``normal``, WaveGlow's; ``student_t``, heavy
-      tails with ``base_df`` degrees of freedom, learned with ``learn_df``). The latent is
+      tails with ``base_df`` degrees of freedom (default 5), learned with ``learn_df``;
+      ``gaussian_copula``, fixed-df t marginals correlated across the ``n_group`` channels). The latent is
       ``sigma * s_t * e`` with ``e`` a standard base draw (``s_t`` the mel prior's scale, or 1),
       so sigma (the temperature) scales the base draws and the log-density stays exact:
       ``log p(z) = log p_e(z / (sigma s_t)) - sum log(sigma s_t)``.

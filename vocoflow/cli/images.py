@@ -46,13 +46,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--config", required=True, help="YAML config (model:, train:, data:, sample:)")
     p.add_argument("--data-dir", required=True, help="prepared data directory")
-    p.add_argument("--out-dir", required=True, help="experiment directory")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete the run already in OUT (checkpoints, log, model) and start afresh")
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
-    p.add_argument("--steps", type=int, default=None, help="override train.steps")
-    p.add_argument("--no-progress", action="store_true")
+    add_training_args(p)
     _add_threads(p)
     p.set_defaults(func=cmd_train)
 
@@ -184,9 +178,22 @@ def cmd_baseline(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
+def add_training_args(p) -> None:
+    """The out-dir / resume / overwrite / steps options of the image-style training commands."""
+    p.add_argument("--out-dir", required=True, help="experiment directory")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in OUT (checkpoints, log, model) and start afresh")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    p.add_argument("--steps", type=int, default=None, help="override train.steps")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_training(args, make_task, last_key: str, summary_key: str) -> int:
+    """Build ``make_task(cfg, data_dir)`` from ``--config`` (errors as one line, before Accelerate
+    starts), train it with the shared :class:`Trainer` and print a JSON summary whose
+    ``summary_key`` is the last training record's ``last_key``."""
     from vocoflow.images import ImageDataError
-    from vocoflow.train.image_task import ImageTask
     from vocoflow.train.trainer import Trainer, TrainingError
 
     _set_threads(args)
@@ -194,7 +201,7 @@ def cmd_train(args) -> int:
     if args.steps is not None:
         cfg.setdefault("train", {})["steps"] = args.steps
     try:
-        task = ImageTask(cfg, args.data_dir)
+        task = make_task(cfg, args.data_dir)
         _ = task.image_shape
         task.build_model()  # configuration errors surface here, before Accelerate starts
     except ImageDataError as e:
@@ -210,8 +217,14 @@ def cmd_train(args) -> int:
         raise CLIError(str(e)) from None
     last = summary["history"][-1] if summary["history"] else {}
     print(json.dumps({"steps": summary["steps"], "finished": summary["finished"],
-                      "seconds": round(time.time() - t0, 1), "last_train_bpd": last.get("bpd")}))
+                      "seconds": round(time.time() - t0, 1), summary_key: last.get(last_key)}))
     return 0
+
+
+def cmd_train(args) -> int:
+    from vocoflow.train.image_task import ImageTask
+
+    return run_training(args, ImageTask, "bpd", "last_train_bpd")
 
 
 def cmd_evaluate(args) -> int:

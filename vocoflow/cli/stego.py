@@ -8,7 +8,7 @@ import pickle
 import time
 from pathlib import Path
 
-from vocoflow.cli.images import _add_threads, _device, _load_yaml, _set_threads, _write_json
+from vocoflow.cli.images import _add_threads, _device, _set_threads, _write_json, add_training_args, run_training
 from vocoflow.cli.main import CLIError
 
 
@@ -23,11 +23,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--config", required=True, help="YAML config (model:, loss:, train:, data:)")
     p.add_argument("--data-dir", required=True, help="prepared image directory (prepare-image-data)")
-    p.add_argument("--out-dir", required=True, help="experiment directory")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
-    p.add_argument("--steps", type=int, default=None, help="override train.steps")
-    p.add_argument("--no-progress", action="store_true")
+    add_training_args(p)
     _add_threads(p)
     p.set_defaults(func=cmd_train)
 
@@ -132,32 +128,9 @@ def _write_image(path, image_u8):
 
 
 def cmd_train(args) -> int:
-    from vocoflow.images import ImageDataError
     from vocoflow.train.stego_task import StegoTask
-    from vocoflow.train.trainer import Trainer, TrainingError
 
-    _set_threads(args)
-    cfg = _load_yaml(args.config)
-    if args.steps is not None:
-        cfg.setdefault("train", {})["steps"] = args.steps
-    try:
-        task = StegoTask(cfg, args.data_dir)
-        _ = task.image_shape
-        task.build_model()  # configuration errors surface here, before Accelerate starts
-    except ImageDataError as e:
-        raise CLIError(str(e)) from None
-    except (ValueError, TypeError) as e:
-        raise CLIError(f"{args.config}: {e}") from None
-    t0 = time.time()
-    try:
-        summary = Trainer(task, task.train_cfg, args.out_dir, cpu=args.cpu, resume=args.resume,
-                          progress=not args.no_progress, config_dump=cfg).fit()
-    except TrainingError as e:
-        raise CLIError(str(e)) from None
-    last = summary["history"][-1] if summary["history"] else {}
-    print(json.dumps({"steps": summary["steps"], "finished": summary["finished"],
-                      "seconds": round(time.time() - t0, 1), "last_train_loss": last.get("total")}))
-    return 0
+    return run_training(args, StegoTask, "total", "last_train_loss")
 
 
 def cmd_evaluate(args) -> int:

@@ -87,17 +87,12 @@ def _evaluate_bpd(model, images, batch_size, seed, device, progress) -> dict:
             "n": int(len(v)), "finite": bool(torch.isfinite(v).all())}
 
 
-class ImageTask:
-    """Train an :class:`~vocoflow.images.ImageFlow` on a prepared image directory
-    (``vocoflow prepare-image-data``: ``train.pt``, ``test.pt``, ``meta.json``)."""
+class PreparedImages:
+    """The data side of the image tasks: ``self.data_dir`` (``vocoflow prepare-image-data``) and
+    ``self.data_cfg`` (``limit_train``), read lazily; ``image_shape`` is the training images'."""
 
-    def __init__(self, config: dict, data_dir: str | Path):
-        self.config = config
-        self.model_cfg, self.train_cfg, self.data_cfg = split_config(config)
-        self.data_dir = Path(data_dir)
-        self.seed = self.train_cfg.seed
-        self._train = None
-        self._test = None
+    _train = None
+    _test = None
 
     # -- data ---------------------------------------------------------------------------------
     def _train_images(self):
@@ -117,6 +112,17 @@ class ImageTask:
     @property
     def image_shape(self):
         return self._train_images().image_shape
+
+
+class ImageTask(PreparedImages):
+    """Train an :class:`~vocoflow.images.ImageFlow` on a prepared image directory
+    (``vocoflow prepare-image-data``: ``train.pt``, ``test.pt``, ``meta.json``)."""
+
+    def __init__(self, config: dict, data_dir: str | Path):
+        self.config = config
+        self.model_cfg, self.train_cfg, self.data_cfg = split_config(config)
+        self.data_dir = Path(data_dir)
+        self.seed = self.train_cfg.seed
 
     # -- trainer protocol ---------------------------------------------------------------------
     def build_model(self):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from vocoflow.images import ImageDataset, load_prepared, make_grid
+from vocoflow.images import make_grid
 from vocoflow.steganography import (
     LossWeights,
     build_hiding_network,
@@ -28,6 +28,7 @@ from vocoflow.steganography import (
     grid_panels,
     hiding_losses,
 )
+from vocoflow.train.image_task import PreparedImages
 from vocoflow.train.trainer_config import TrainConfig
 
 __all__ = ["StegoTask", "split_stego_config"]
@@ -61,7 +62,7 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-class StegoTask:
+class StegoTask(PreparedImages):
     """Train a :class:`~vocoflow.steganography.HidingNetwork` on a prepared image directory
     (``vocoflow prepare-image-data``: ``train.pt``, ``test.pt``, ``meta.json``)."""
 
@@ -70,27 +71,6 @@ class StegoTask:
         self.model_cfg, self.weights, self.train_cfg, self.data_cfg = split_stego_config(config)
         self.data_dir = Path(data_dir)
         self.seed = self.train_cfg.seed
-        self._train = None
-        self._test = None
-
-    # -- data ---------------------------------------------------------------------------------
-    def _train_images(self):
-        if self._train is None:
-            images, _ = load_prepared(self.data_dir, "train")
-            self._train = ImageDataset(images, self.data_cfg.get("limit_train"))
-        return self._train
-
-    def _test_images(self):
-        if self._test is None:
-            if (self.data_dir / "test.pt").is_file():
-                self._test = load_prepared(self.data_dir, "test")[0]
-            else:
-                self._test = False
-        return self._test
-
-    @property
-    def image_shape(self):
-        return self._train_images().image_shape
 
     # -- trainer protocol ---------------------------------------------------------------------
     def build_model(self):

@@ -319,6 +319,13 @@ def realnvp(image_shape, n_scales: int = 2, hidden: int = 64, n_blocks: int = 2,
 # Glow
 # ---------------------------------------------------------------------------------------------
 
+def _glow_step(c: int, coupling: str, factory, lu: bool) -> list:
+    """One Glow flow step on ``c`` channels: ActNorm, invertible 1x1 convolution, coupling."""
+    if coupling == "affine":
+        cpl = AffineCoupling(c, mask="channel", conditioner=factory, ndim=2, scale="sigmoid")
+    else:
+        cpl = AdditiveCoupling(c, mask="channel", conditioner=factory, ndim=2)
+    return [ActNorm(c), Invertible1x1Conv(c, lu=lu), cpl]
 
 def glow(image_shape, levels: int = 3, steps: int = 32, hidden: int = 512,
          coupling: str = "affine", lu: bool = True, split_prior: bool = True,
@@ -343,11 +350,7 @@ def glow(image_shape, levels: int = 3, steps: int = 32, hidden: int = 512,
     factory = glow_factory(hidden=hidden)
 
     def step(c):
-        if coupling == "affine":
-            cpl = AffineCoupling(c, mask="channel", conditioner=factory, ndim=2, scale="sigmoid")
-        else:
-            cpl = AdditiveCoupling(c, mask="channel", conditioner=factory, ndim=2)
-        return [ActNorm(c), Invertible1x1Conv(c, lu=lu), cpl]
+        return _glow_step(c, coupling, factory, lu)
 
     def level(c, lvl):
         c4 = 4 * c
@@ -434,11 +437,7 @@ def denseflow(image_shape, levels: int = 2, steps: int = 8, hidden: int = 64,
     aug_factory = glow_factory(hidden=aug_hidden)
 
     def step(c):
-        if coupling == "affine":
-            cpl = AffineCoupling(c, mask="channel", conditioner=factory, ndim=2, scale="sigmoid")
-        else:
-            cpl = AdditiveCoupling(c, mask="channel", conditioner=factory, ndim=2)
-        return [ActNorm(c), Invertible1x1Conv(c, lu=lu), cpl]
+        return _glow_step(c, coupling, factory, lu)
 
     def level(c, lvl):
         c4 = 4 * c

@@ -235,8 +235,9 @@ def evaluate_systems(refs: dict, systems: dict, sample_rate: int, out_dir: str |
     if report.warnings:
         lines += ["", f"## Warnings ({len(report.warnings)})", ""]
         lines += [f"- {w}" for w in report.warnings]
-    lines += ["", "Metrics: PESQ wide-band at 16 kHz; MCD (dB) on a 24th-order warped "
-              "mel-cepstrum over the reference's non-silent frames, no DTW; log-mel distance in "
+    lines += ["", "Metrics: PESQ wide-band at 16 kHz; MCD (dB) between SPTK mel-cepstra "
+              "(pysptk mcep, order 24, c0 left out) over the reference's non-silent frames, "
+              "frames 1:1 (no DTW); log-mel distance in "
               "dB; F0 RMSE (Hz) over frames voiced in both and V/UV error rate (pYIN); NLL in "
               "nats per sample on the normalised features. Lengths are cut to the shorter "
               "signal.", ""]

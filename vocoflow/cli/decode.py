@@ -42,7 +42,6 @@ be written).
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -238,20 +237,6 @@ def _prepare_out_dir(out_dir: str) -> None:
     os.unlink(probe)
 
 
-def _write_wav(path: str, wav, sample_rate: int) -> None:
-    """16-bit PCM WAV, encoded in memory, then written atomically (a temporary file renamed into
-    place): a full disk or any other write error leaves no file under ``path`` and raises
-    ``OSError``."""
-    import soundfile as sf
-
-    from vocoflow.atomic import atomic_write_bytes
-    from vocoflow.audio.io import to_int16
-
-    buf = io.BytesIO()
-    sf.write(buf, to_int16(wav), int(sample_rate), format="WAV", subtype="PCM_16")
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _write_bad_utts(out_dir: str, failures: list[tuple[str, str]]) -> str | None:
     """Write ``OUT/bad_utts`` (one ``<utt> <reason>`` line per failure) or, with no failures,
     remove a stale one; the problem as one line when that is impossible."""
@@ -297,6 +282,8 @@ def cmd_decode(args) -> int:
                        f"(normalize: false); drop the option")
     # feature inputs: normalized=True means "already in the model's input space"
     normalized = bool(args.no_normalize and voc.normalize)
+
+    from vocoflow.audio.io import save_wav
 
     sources, fds = _sources(args, voc)
     if not sources:
@@ -361,7 +348,7 @@ def cmd_decode(args) -> int:
                     failures.append((u, "synthesised audio is not finite; nothing written"))
                     continue
                 try:
-                    _write_wav(target, w.cpu().numpy(), voc.sample_rate)
+                    save_wav(target, w.cpu().numpy(), voc.sample_rate)
                     written += 1
                 except OSError as e:  # e.g. ENOSPC: record it and go on with the rest
                     failures.append((u, f"cannot write {target}: {_os_reason(e)}"))

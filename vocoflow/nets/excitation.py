@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["HarmonicExcitation", "upsample_f0"]
+__all__ = ["HarmonicExcitation", "fill_unvoiced", "upsample_f0"]
 
 
 def _last_index(mask: torch.Tensor) -> torch.Tensor:
@@ -50,6 +50,25 @@ def _last_index(mask: torch.Tensor) -> torch.Tensor:
     table = torch.zeros(b, frames + 1, dtype=torch.long, device=mask.device)
     table = table.scatter(1, torch.where(mask, count, torch.zeros_like(count)), idx)
     return torch.where(count > 0, torch.gather(table, 1, count), torch.full_like(count, -1))
+
+
+def fill_unvoiced(f0: torch.Tensor) -> torch.Tensor:
+    """``(B, frames)`` F0 with every unvoiced (``<= 0``) frame set to the nearest voiced frame's
+    value before it, or after it at the start (all-unvoiced rows stay 0).
+
+    >>> import torch
+    >>> fill_unvoiced(torch.tensor([[0.0, 100.0, 0.0, 0.0, 120.0, 0.0]])).tolist()
+    [[100.0, 100.0, 100.0, 100.0, 120.0, 120.0]]
+    """
+    voiced = f0 > 0
+    frames = f0.shape[1]
+    if frames == 0:
+        return f0
+    last = _last_index(voiced)
+    nxt = frames - 1 - _last_index(voiced.flip(1)).flip(1)  # `frames` where none follows
+    prev_val = torch.gather(f0, 1, last.clamp_min(0))
+    next_val = torch.gather(f0, 1, nxt.clamp_max(frames - 1))
+    return torch.where(voiced, f0, torch.where(last >= 0, prev_val, next_val))
 
 
 def upsample_f0(f0: torch.Tensor, hop_length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,12 +94,7 @@ def upsample_f0(f0: torch.Tensor, hop_length: int) -> tuple[torch.Tensor, torch.
         return empty, empty
     # fill unvoiced frames with the nearest voiced value so that interpolation at the edges of a
     # voiced stretch does not pull towards 0 (they are masked out afterwards anyway)
-    last = _last_index(voiced)
-    nxt = frames - 1 - _last_index(voiced.flip(1)).flip(1)  # `frames` where none follows
-    use_last = last >= 0
-    prev_val = torch.gather(f0, 1, last.clamp_min(0))
-    next_val = torch.gather(f0, 1, nxt.clamp_max(frames - 1))
-    filled = torch.where(voiced, f0, torch.where(use_last, prev_val, next_val))
+    filled = fill_unvoiced(f0)
     # linear interpolation between frame centres (edges held)
     pos = (torch.arange(frames * hop, device=f0.device, dtype=f0.dtype) + 0.5) / hop - 0.5
     pos = pos.clamp(0, frames - 1)

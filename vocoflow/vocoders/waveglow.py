@@ -38,6 +38,7 @@ from vocoflow.flows import (
 )
 from vocoflow.nets.excitation import HarmonicExcitation
 from vocoflow.nets.pitch import PitchPredictor
+from vocoflow.nets.source import MelSource
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
@@ -84,6 +85,13 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
       ``sigma * s_t * e`` with ``e`` a standard base draw (``s_t`` the mel prior's scale, or 1),
       so sigma (the temperature) scales the base draws and the log-density stays exact:
       ``log p(z) = log p_e(z / (sigma s_t)) - sum log(sigma s_t)``.
+    * ``source: mel`` (needs ``excitation_harmonics`` > 0): the flow's *mean* is the parameter-free
+      harmonic-plus-noise synthesis of the mel and F0 (:class:`~vocoflow.nets.source.MelSource`,
+      ``source_harmonics``, ``source_voiced_noise``, ``source_refine``): the flow models ``audio
+      - source``, an exact translation given the conditioning (log-determinant 0), and the
+      source is also one more excitation channel. At initialisation (identity couplings) the
+      model synthesises the source; training learns the rest. ``source_features`` is the
+      front end's :class:`~vocoflow.audio.MelConfig` dict (filled from the features).
     * ``cond_proj`` > 0: one 1x1 convolution shared by all couplings first maps the squeezed
       conditioning (``(n_mels + excitation) * n_group`` channels) to ``cond_proj`` channels, so
       each coupling's per-layer conditioning GEMM is that much smaller.
@@ -127,16 +135,22 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
     base: str = "normal"
     base_df: float | None = None
     learn_df: bool = False
+    source: str = "none"
+    source_harmonics: int = 96
+    source_voiced_noise: float = 0.0
+    source_refine: int = 2
+    source_features: dict | None = None
 
     def __post_init__(self):
         for name in ("n_mels", "hop_length", "n_group", "n_flows", "wn_layers", "wn_channels",
                      "wn_kernel_size", "mix_components", "residual_hidden", "residual_layers",
-                     "sample_rate", "pitch_channels", "pitch_layers"):
+                     "sample_rate", "pitch_channels", "pitch_layers", "source_harmonics"):
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or int(v) < 1:
                 raise ValueError(f"WaveGlowConfig.{name} must be a positive integer, got {v!r}")
             setattr(self, name, int(v))
-        for name in ("n_early_every", "n_early_size", "excitation_harmonics", "cond_proj"):
+        for name in ("n_early_every", "n_early_size", "excitation_harmonics", "cond_proj",
+                     "source_refine"):
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or int(v) < 0:
                 raise ValueError(f"WaveGlowConfig.{name} must be a non-negative integer, got {v!r}")
@@ -148,6 +162,25 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
         if self.prior not in ("none", "mel"):
             raise ValueError(f"prior must be 'none' or 'mel', got {self.prior!r}")
         self.learn_df = bool(self.learn_df)
+        if self.source not in ("none", "mel"):
+            raise ValueError(f"source must be 'none' or 'mel', got {self.source!r}")
+        if isinstance(self.source_voiced_noise, bool) or not 0 <= float(self.source_voiced_noise) <= 1:
+            raise ValueError(f"WaveGlowConfig.source_voiced_noise must be in [0, 1], got "
+                             f"{self.source_voiced_noise!r}")
+        self.source_voiced_noise = float(self.source_voiced_noise)
+        if self.source == "mel":
+            if not self.excitation_harmonics:
+                raise ValueError("source: mel needs F0, i.e. excitation_harmonics > 0")
+            if not isinstance(self.source_features, dict):
+                raise ValueError("source: mel needs source_features (the front end's MelConfig "
+                                 "as a dict; from_dict fills it from the features)")
+            from vocoflow.audio.mel import MelConfig
+
+            fe = MelConfig.from_dict(self.source_features)
+            if fe.n_mels != self.n_mels or fe.hop_length != self.hop_length or fe.sample_rate != self.sample_rate:
+                raise ValueError("source_features disagree with the model's n_mels, hop_length or "
+                                 "sample_rate")
+            self.source_features = fe.to_dict()
         if self.base_df is not None:
             if isinstance(self.base_df, bool) or not isinstance(self.base_df, (int, float)):
                 raise ValueError(f"WaveGlowConfig.base_df must be a number > 0, got {self.base_df!r}")
@@ -193,7 +226,10 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
 
     @property
     def excitation_channels(self) -> int:
-        return self.excitation_harmonics + 1 if self.excitation_harmonics else 0
+        """Harmonics + the voicing flag (+ the source signal with ``source: mel``)."""
+        if not self.excitation_harmonics:
+            return 0
+        return self.excitation_harmonics + 1 + (self.source == "mel")
 
     @property
     def squeezed_cond_channels(self) -> int:
@@ -214,6 +250,9 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
         """Build from a dict (``type: waveglow`` allowed and ignored). ``features`` (a
         :class:`~vocoflow.audio.MelConfig` or dict) supplies ``n_mels``/``hop_length`` when absent
         and must agree with them when present."""
+        data = dict(data)
+        if data.get("source") == "mel" and data.get("source_features") is None and features is not None:
+            data["source_features"] = features if isinstance(features, dict) else features.to_dict()
         return config_from_dict(cls, data, "waveglow", features)
 
 
@@ -245,11 +284,14 @@ class WaveGlow(MelModelMixin, nn.Module):
         self.config = cfg = resolve_config(WaveGlowConfig, config, overrides)
         self.upsample = MelUpsampler(cfg.n_mels, cfg.hop_length, cfg.upsample, cfg.upsample_kernel,
                                      crop=cfg.upsample_crop)
-        self.excitation = self.pitch = self.cond_proj = self.prior_net = None
+        self.excitation = self.pitch = self.cond_proj = self.prior_net = self.source = None
         if cfg.excitation_harmonics:
             self.excitation = HarmonicExcitation(cfg.sample_rate, cfg.hop_length,
                                                  cfg.excitation_harmonics)
             self.pitch = PitchPredictor(cfg.n_mels, cfg.pitch_channels, cfg.pitch_layers)
+        if cfg.source == "mel":
+            self.source = MelSource(cfg.source_features, max_harmonics=cfg.source_harmonics,
+                                    voiced_noise=cfg.source_voiced_noise, refine=cfg.source_refine)
         if cfg.cond_proj:
             self.cond_proj = nn.Conv1d(cfg.squeezed_cond_channels, cfg.cond_proj, 1)
         if cfg.prior == "mel":
@@ -402,7 +444,18 @@ class WaveGlow(MelModelMixin, nn.Module):
                              f"the mel, got {tuple(f0.shape)}")
         # at least float32: a float16 sample position or F0 would detune the harmonics
         dtype = torch.float64 if mel.dtype == torch.float64 else torch.float32
-        return self.excitation(f0.to(dtype)).to(mel.dtype)
+        exc = self.excitation(f0.to(dtype))
+        if self.source is not None:
+            with torch.no_grad():  # parameter-free: a function of the conditioning only
+                src = self.source(mel.detach(), f0.detach(), normalized=True)
+            exc = torch.cat([exc, src[:, None].to(exc.dtype)], dim=1)
+        return exc.to(mel.dtype)
+
+    def _source_of(self, excitation: torch.Tensor | None) -> torch.Tensor | None:
+        """The flow's mean ``(B, 1, T)`` (the source channel of the excitation), or None."""
+        if self.source is None:
+            return None
+        return excitation[:, -1:]
 
     def condition(self, mel: torch.Tensor, excitation: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, n_mels, frames) -> (B, cond_channels, frames * hop / n_group)``: the mel
@@ -489,7 +542,11 @@ class WaveGlow(MelModelMixin, nn.Module):
         if excitation is None and self.excitation is not None:
             excitation = self.make_excitation(mel, f0)
         cond = self.condition(mel, excitation)
-        z, logdet = self.bijector(x.to(mel.dtype) if x.dtype != mel.dtype else x, cond)
+        x = x.to(mel.dtype) if x.dtype != mel.dtype else x
+        src = self._source_of(excitation)
+        if src is not None:
+            x = x - src.to(x.dtype)  # a conditioning-only translation: log-determinant 0
+        z, logdet = self.bijector(x, cond)
         if sample_sigma is None and not pitch_loss and sigma is None:
             return z, logdet
         out = {"z": z, "logdet": logdet}
@@ -497,18 +554,21 @@ class WaveGlow(MelModelMixin, nn.Module):
             out["log_prob"] = self.base_log_prob(z.float(), mel, sigma) + logdet.float()
         if sample_sigma is not None:
             eps = self.base_noise(None if noise is None else noise.to(z), z.shape, like=z)
-            out["sample"] = self._from_latent(eps * sample_sigma, mel, cond)
+            out["sample"] = self._from_latent(eps * sample_sigma, mel, cond, src)
         if pitch_loss:
             if self.pitch is None or f0 is None:
                 raise ValueError("pitch_loss needs a model with an excitation and the tracked f0")
             out["pitch_loss"], out["pitch_stats"] = self.pitch.loss(mel, f0)
         return out
 
-    def _from_latent(self, z: torch.Tensor, mel: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def _from_latent(self, z: torch.Tensor, mel: torch.Tensor, cond: torch.Tensor,
+                     source: torch.Tensor | None = None) -> torch.Tensor:
         ls = self.prior_log_scale(mel)
         if ls is not None:
             z = z * torch.exp(ls).to(z.dtype)
         x, _ = self.bijector.inverse(z, cond)
+        if source is not None:
+            x = x + source.to(x.dtype)
         return x[:, 0]
 
     def log_prob(self, audio: torch.Tensor, mel: torch.Tensor, sigma: float = 1.0,
@@ -551,7 +611,8 @@ class WaveGlow(MelModelMixin, nn.Module):
             z = self.base_noise(z.to(device=mel.device, dtype=mel.dtype), shape)
         if excitation is None and self.excitation is not None:
             excitation = self.make_excitation(mel, f0)
-        return self._from_latent(z * sigma, mel, self.condition(mel, excitation))
+        return self._from_latent(z * sigma, mel, self.condition(mel, excitation),
+                                 self._source_of(excitation))
 
 
 def bf16_conditioners(model: nn.Module) -> nn.Module:

@@ -551,6 +551,14 @@ class Trainer:
     def _fit(self, acc) -> dict:
         cfg = self.cfg
         task = self.task
+        latest, state, skipped = None, None, []
+        if self.resume:
+            latest, state, skipped = (self._resume_point if acc.is_main_process
+                                      else find_checkpoint(self.out_dir))
+            if latest is None and acc.is_main_process:
+                log.info("--resume: no checkpoint in %s, starting from scratch", self.out_dir)
+        # a task may skip one-off initialisation (fits to data) that the checkpoint replaces
+        task.resuming = latest is not None
         model = task.build_model()
         dataset = task.train_dataset()
         if len(dataset) < cfg.batch_size:
@@ -567,12 +575,6 @@ class Trainer:
                             collate_fn=collate_indexed, num_workers=cfg.num_workers)
         batches_per_epoch = len(batch_sampler)
 
-        latest, state, skipped = None, None, []
-        if self.resume:
-            latest, state, skipped = (self._resume_point if acc.is_main_process
-                                      else find_checkpoint(self.out_dir))
-            if latest is None and acc.is_main_process:
-                log.info("--resume: no checkpoint in %s, starting from scratch", self.out_dir)
         if latest is not None:
             if state.get("batch_size") not in (None, cfg.batch_size):
                 raise TrainingError(f"cannot resume {latest}: it was trained with global batch "

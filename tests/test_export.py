@@ -137,6 +137,15 @@ def test_excitation_and_prior_export_fully(tmp_path):
     assert snr_db(torch.from_numpy(a), torch.from_numpy(b)) < 40
 
 
+def test_mel_source_is_refused_with_a_reason(tmp_path):
+    d = _saved(tmp_path / "src", excitation_harmonics=4, pitch_channels=8, pitch_layers=2,
+               cond_proj=16, source="mel", source_refine=1)
+    for fmt in ("onnx", "torchscript"):
+        with pytest.raises(VocoderError, match="source: mel cannot be exported"):
+            export_vocoder(d, tmp_path / f"x.{fmt}", fmt)
+        assert not (tmp_path / f"x.{fmt}").exists()
+
+
 def test_parallel_student_exports_and_the_others_are_refused(tmp_path):
     d = _saved(tmp_path / "student", "distill_debug.yaml", upsample="transpose")
     export_vocoder(d, fmt="onnx", sigma=0.8, verify=False)

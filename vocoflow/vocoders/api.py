@@ -467,6 +467,23 @@ class Vocoder:
         f0 = f0.clone() if f0.is_inference() else f0
         return f0[0] if single else f0
 
+    def source(self, mel, f0=None, normalized: bool = False, check: bool = True) -> torch.Tensor:
+        """The flow's mean alone for a vocoder with ``source: mel``: the parameter-free
+        harmonic-plus-noise synthesis of ``mel`` from ``f0`` (Hz per frame) or from the
+        vocoder's predicted F0, ``(frames * hop,)`` or ``(B, frames * hop)``; what the vocoder
+        synthesises at sigma 0 before any training (ablations, diagnostics)."""
+        if getattr(self.model, "source", None) is None:
+            raise VocoderError(f"{self._where()}: this vocoder has no mel source (source: none)")
+        single = (mel.dim() if isinstance(mel, torch.Tensor) else np.ndim(mel)) == 2
+        x = self.prepare(mel, normalized, check).to(self.device, self.dtype)
+        f0 = self._check_f0(f0, x.shape[0], x.shape[-1])
+        with _inference(self.model):
+            if f0 is None:
+                f0 = self.model.predict_f0(x)
+            y = self.model.source(x, f0.to(x.device), normalized=True).float()
+        y = y.clone() if y.is_inference() else y
+        return y[0] if single else y
+
     def _check_f0(self, f0, batch: int, frames: int):
         if f0 is None:
             return None

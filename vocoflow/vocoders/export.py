@@ -25,7 +25,8 @@ excitation is a deterministic function of F0, so it needs no noise of its own); 
 in the graph as well. IAF students export too (their synthesis is one parallel pass).
 
 Not exportable (refused with a message): WaveGlow with ``mixlogistic`` or ``residual``
-couplings (their inverses iterate until a data-dependent tolerance is met), the autoregressive
+couplings (their inverses iterate until a data-dependent tolerance is met) or with ``source: mel``
+(its synthesiser's complex STFT and overlap-add are not exported), the autoregressive
 WaveNet teacher (sequential sampling) and, to ONNX only, students with logistic noise (ONNX has
 no normal log-CDF for the quantile transform). Not in the graph: the bias denoiser (ONNX has no
 inverse STFT) and the raw/normalised input check of :meth:`Vocoder.prepare`.
@@ -120,6 +121,11 @@ def export_problem(model: nn.Module, fmt: str) -> str | None:
             how = "bisection" if coupling == "mixlogistic" else "fixed-point iteration"
             return (f"WaveGlow with {coupling} couplings cannot be exported: their inverse is a "
                     f"{how} that runs until a data-dependent tolerance is met")
+        if model.config.source != "none":
+            return ("WaveGlow with source: mel cannot be exported: its mel source synthesises with "
+                    "complex STFTs and overlap-add (torch.polar, irfft, fold), which neither "
+                    "TorchScript tracing nor ONNX export here reproduces; synthesise it with "
+                    "PyTorch (vocoflow decode or the Python API)")
         if model.config.base != "normal":
             return (f"WaveGlow with base {model.config.base} cannot be exported: its noise "
                     f"transform (inverse CDF) is a bisection with data-dependent stopping")

@@ -1,4 +1,4 @@
-"""The mel source (:class:`vocoflow.nets.source.MelSource`) and WaveGlow with ``source: mel``:
+"""The mel source (:class:`vocoflow.vocoders.source.MelSource`) and WaveGlow with ``source: mel``:
 the synthesiser's calibration against independent computations, its determinism and chunking,
 and the flow whose mean it is (exact inverse, exact log-density, identity at initialisation)."""
 
@@ -13,8 +13,8 @@ import torch
 from flowcheck import jacobian_logdet, randomize
 from vocoflow.audio import MelConfig
 from vocoflow.audio.mel import MelSpectrogram
-from vocoflow.nets.source import MelSource
 from vocoflow.vocoders import WaveGlow, WaveGlowConfig
+from vocoflow.vocoders.source import MelSource
 from vocoflow.vocoders.synthesis import chunked_infer
 
 SR = 16000

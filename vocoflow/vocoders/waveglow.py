@@ -38,11 +38,11 @@ from vocoflow.flows import (
 )
 from vocoflow.nets.excitation import HarmonicExcitation
 from vocoflow.nets.pitch import PitchPredictor
-from vocoflow.nets.source import MelSource
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
 from .base import MelModelConfig, MelModelMixin, config_from_dict, resolve_config
+from .source import MelSource
 
 __all__ = ["WaveGlowConfig", "WaveGlow", "COUPLINGS", "bf16_conditioners"]
 
@@ -86,7 +86,7 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
       so sigma (the temperature) scales the base draws and the log-density stays exact:
       ``log p(z) = log p_e(z / (sigma s_t)) - sum log(sigma s_t)``.
     * ``source: mel`` (needs ``excitation_harmonics`` > 0): the flow's *mean* is the parameter-free
-      harmonic-plus-noise synthesis of the mel and F0 (:class:`~vocoflow.nets.source.MelSource`,
+      harmonic-plus-noise synthesis of the mel and F0 (:class:`~vocoflow.vocoders.source.MelSource`,
       ``source_harmonics``, ``source_voiced_noise``, ``source_refine``): the flow models ``audio
       - source``, an exact translation given the conditioning (log-determinant 0), and the
       source is also one more excitation channel. At initialisation (identity couplings) the

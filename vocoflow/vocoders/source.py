@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .excitation import fill_unvoiced, upsample_f0
+from vocoflow.audio.mel import MelConfig, MelSpectrogram
+from vocoflow.nets.excitation import fill_unvoiced, upsample_f0
 
 __all__ = ["MelSource"]
 
@@ -72,8 +73,6 @@ class MelSource(nn.Module):
     def __init__(self, features, max_harmonics: int = 96, voiced_noise: float = 0.0,
                  voiced_noise_hz: float = 4000.0, refine: int = 2, max_gain: float = 10.0):
         super().__init__()
-        from vocoflow.audio.mel import MelConfig, MelSpectrogram
-
         if isinstance(features, dict):
             features = MelConfig.from_dict(features)
         if features.log not in ("ln", "log10", "none"):

@@ -94,6 +94,13 @@ def test_source_is_deterministic_and_float64_whatever_the_model_dtype(fe):
     assert torch.allclose(src(mel[1:], f0[1:])[0], a[1], atol=1e-12)
 
 
+def test_a_one_frame_mel_is_synthesised(fe):
+    src = MelSource(fe.config, refine=2)
+    for frames in (1, 2):
+        y = src(torch.randn(1, 80, frames, dtype=torch.float64) - 4, torch.full((1, frames), 150.0))
+        assert y.shape == (1, frames * 256) and torch.isfinite(y).all()
+
+
 def test_normalised_features_are_un_normalised_with_the_stored_statistics(fe):
     src = MelSource(fe.config, refine=1)
     mel = torch.randn(1, 80, 10, dtype=torch.float64) - 4

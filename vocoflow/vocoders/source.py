@@ -160,6 +160,13 @@ class MelSource(nn.Module):
         return F.pad(out, (0, total - out.shape[-1]))
 
     def _mel_of(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        c = self.features
+        if c.pad_mode == "reflect" and x.shape[-1] <= max(c.pad):
+            # too short to reflect-pad (a frame or so): zero-pad by whole hops and take the
+            # frames of the original grid
+            k = -(-c.n_fft // c.hop_length)
+            m = self.mel(F.pad(x, (k * c.hop_length, k * c.hop_length)))[..., k:]
+            return m[..., :frames]
         m = self.mel(x)
         if m.shape[-1] < frames:
             m = F.pad(m, (0, frames - m.shape[-1]), mode="replicate")

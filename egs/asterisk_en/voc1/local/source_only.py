@@ -2,9 +2,10 @@
 """Synthesise a set's raw mels with only the mel source of a ``source: mel`` vocoder (the flow's
 mean, no flow): the "mel source alone" row of RESULTS.md.
 
-    python local/source_only.py MODEL_DIR FEATS_SCP OUT_DIR [--f0-scp F0_SCP]
+    python local/source_only.py MODEL_DIR FEATS_SCP OUT_DIR [--f0-scp F0_SCP] [--refine R]
 
-F0 comes from the vocoder's own pitch predictor unless ``--f0-scp`` gives tracked F0.
+F0 comes from the vocoder's own pitch predictor unless ``--f0-scp`` gives tracked F0;
+``--refine`` overrides the source's rounds of mel matching (the model's ``source_refine``).
 """
 
 import argparse
@@ -22,8 +23,11 @@ p.add_argument("model")
 p.add_argument("feats_scp")
 p.add_argument("out_dir")
 p.add_argument("--f0-scp")
+p.add_argument("--refine", type=int)
 a = p.parse_args()
 voc = load(a.model)
+if a.refine is not None:
+    voc.model.source.refine = a.refine
 f0s = read_scp(a.f0_scp) if a.f0_scp else {}
 os.makedirs(a.out_dir, exist_ok=True)
 n = 0

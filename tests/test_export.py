@@ -146,6 +146,31 @@ def test_mel_source_is_refused_with_a_reason(tmp_path):
         assert not (tmp_path / f"x.{fmt}").exists()
 
 
+def test_student_with_an_excitation_exports_and_with_a_source_is_refused(tmp_path):
+    student = {"type": "iaf_student", "flow_layers": [2, 2], "channels": 8,
+               "excitation_harmonics": 4, "pitch_channels": 8, "pitch_layers": 2}
+
+    def saved(name, **model):
+        cfg = load_config(CONFIGS / "waveglow_debug.yaml")
+        cfg["features"]["n_mels"] = N_MELS
+        cfg["model"] = {**student, **model}
+        cfg = load_config(cfg)
+        m = randomize(build_model(cfg), std=0.05, seed=0)
+        stats = {"mean": np.full(N_MELS, MEAN), "scale": np.full(N_MELS, SCALE)}
+        return save_vocoder(m, cfg, tmp_path / name, stats=stats)
+
+    d = saved("st")
+    export_vocoder(d, tmp_path / "st.onnx", "onnx", f0_input=True, verify=False)
+    mel, noise = _inputs(13, seed=2)
+    f0 = _f0(13, seed=2)
+    run = onnxruntime.InferenceSession(str(tmp_path / "st.onnx")).run
+    (a,) = run(None, {"mel": mel.numpy(), "noise": noise.numpy(), "f0": f0.numpy()})
+    assert snr_db(load(d).synthesize(mel, noise=noise, f0=f0), torch.from_numpy(a)) >= 60
+    d2 = saved("st_src", source="mel", source_refine=1)
+    with pytest.raises(VocoderError, match="source: mel cannot be exported"):
+        export_vocoder(d2, tmp_path / "x.onnx", "onnx")
+
+
 def test_parallel_student_exports_and_the_others_are_refused(tmp_path):
     d = _saved(tmp_path / "student", "distill_debug.yaml", upsample="transpose")
     export_vocoder(d, fmt="onnx", sigma=0.8, verify=False)

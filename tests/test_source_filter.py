@@ -307,6 +307,7 @@ def test_source_filter_waveglow_trains_from_the_cli_and_teaches_a_student(tmp_pa
     from data_fixtures import make_tone_dumps
 
     cli_main = importlib.import_module("vocoflow.cli.main")
+    from vocoflow.audio.kaldi_io import read_feats
     from vocoflow.cli.evaluate import heldout_nll
     from vocoflow.vocoders import load
 
@@ -346,3 +347,22 @@ def test_source_filter_waveglow_trains_from_the_cli_and_teaches_a_student(tmp_pa
                           "--set", "model.channels=8", "--set", "train.batch_size=2"]) == 0
     recs = [json.loads(ln) for ln in (tmp_path / "student" / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in r and math.isfinite(r["loss"]) for r in recs)
+    # a student with the excitation and the mel source: F0 from the dump in training, the
+    # teacher's pitch predictor (copied) at synthesis
+    assert cli_main.main(["distill", "--teacher", str(tmp_path / "wg" / "model"),
+                          "--config", str(conf.parent / "distill_affine.yaml"),
+                          "--train-dump", str(dumps["train"]), "--dev-dump", str(dumps["dev"]),
+                          "--out-dir", str(tmp_path / "student_sf"), "--cpu", "--no-progress",
+                          "--steps", "2", "--set", "model.flow_layers=[2, 2]",
+                          "--set", "model.channels=8", "--set", "train.batch_size=2",
+                          "--set", "model.excitation_harmonics=4", "--set", "model.source=mel",
+                          "--set", "model.source_refine=1", "--set", "model.pitch_channels=16",
+                          "--set", "model.pitch_layers=2"]) == 0
+    sv = load(tmp_path / "student_sf" / "model")
+    assert sv.uses_excitation and sv.model.source is not None
+    for k, v in voc.model.pitch.state_dict().items():
+        assert torch.equal(sv.model.pitch.state_dict()[k], v)
+    assert torch.allclose(sv.model.source.mel_mean, voc.model.source.mel_mean)
+    mel = torch.as_tensor(next(iter(read_feats(dumps["dev"] / "feats.scp")))[1].T.copy())
+    y = sv.synthesize(mel, normalized=True)
+    assert y.shape[-1] == mel.shape[-1] * 256 and torch.isfinite(y).all()

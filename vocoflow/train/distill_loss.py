@@ -163,19 +163,24 @@ class DistillObjective:
         base_std = 0.0 if self.student_noise == "gaussian" else math.log(math.pi / math.sqrt(3))
         return out["logdet"] + base_std
 
-    def kl_terms(self, model, mel, noise, forward_noise=None):
-        """``(kl per item (B,), student output, teacher log-scales or None)``, nats/sample."""
+    def kl_terms(self, model, mel, noise, forward_noise=None, f0=None):
+        """``(kl per item (B,), student output, teacher log-scales or None)``, nats/sample.
+        ``f0`` (tracked, ``(B, frames)``) reaches the student and the teacher where they have an
+        excitation (else each would use its predicted F0)."""
         sigma = self.teacher_sigma
-        out = model(noise, mel)
+        skw = _f0_kw(model, f0)
+        tkw = _f0_kw(self.teacher, f0)
+        out = model(noise, mel, **skw)
         x = out["audio"]
         t = x.shape[-1]
         ls_p = None
         if self.cfg.direction == "forward":
             with torch.no_grad():
                 xp = self.teacher.infer(mel, sigma=sigma,
-                                        noise=noise if forward_noise is None else forward_noise)
-                log_p = self.teacher.log_prob(xp, mel, sigma=sigma)
-            log_q = model(None, mel, data=xp)["log_prob"]
+                                        noise=noise if forward_noise is None else forward_noise,
+                                        **tkw)
+                log_p = self.teacher.log_prob(xp, mel, sigma=sigma, **tkw)
+            log_q = model(None, mel, data=xp, **skw)["log_prob"]
             kl = (log_p - log_q) / t
         elif self.closed or self.cfg.log_scale_weight > 0:
             mu_p, ls_p = self.teacher.gaussian_params(x, mel, sigma=sigma)
@@ -185,16 +190,17 @@ class DistillObjective:
                 log_p = gaussian_log_prob(x, mu_p, ls_p)
                 kl = monte_carlo_kl(out["log_q"], log_p).mean(dim=-1)
         else:
-            log_p = self.teacher.log_prob(x, mel, sigma=sigma)
+            log_p = self.teacher.log_prob(x, mel, sigma=sigma, **tkw)
             kl = monte_carlo_kl(out["log_q"].sum(dim=-1), log_p) / t
         return kl, out, ls_p
 
-    def __call__(self, model, audio, mel, noise, forward_noise=None):
+    def __call__(self, model, audio, mel, noise, forward_noise=None, f0=None):
         cfg = self.cfg
         s = noise.shape[0] // mel.shape[0]
         if s > 1:
             mel, audio = mel.repeat(s, 1, 1), audio.repeat(s, 1)
-        kl, out, ls_p = self.kl_terms(model, mel, noise, forward_noise)
+            f0 = None if f0 is None else f0.repeat(s, 1)
+        kl, out, ls_p = self.kl_terms(model, mel, noise, forward_noise, f0)
         kl = kl.mean()
         loss = cfg.kl_weight * kl
         metrics = {"kl": kl.item()}
@@ -209,3 +215,9 @@ class DistillObjective:
             metrics["log_scale_reg"] = reg.item()
         metrics["loss"] = loss.item()
         return loss, metrics
+
+
+def _f0_kw(model, f0) -> dict:
+    """``{"f0": f0}`` for a model with an excitation (DDP-wrapped or not), else ``{}``."""
+    m = getattr(model, "module", model)
+    return {"f0": f0} if f0 is not None and getattr(m, "uses_excitation", False) else {}

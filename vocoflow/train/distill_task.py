@@ -58,6 +58,24 @@ class DistillTask(VocoderTask):
         except (TypeError, ValueError) as e:
             raise ConfigError(f"model: {e}") from None
         student = IAFStudent(cfg)
+        if student.pitch is not None:
+            # the student's F0 at synthesis: the teacher's pitch predictor, copied
+            tp = getattr(self.teacher, "pitch", None)
+            if tp is None:
+                raise ConfigError("model.excitation_harmonics > 0, but the teacher has no pitch "
+                                  "predictor to give the student (distil from a teacher with an "
+                                  "excitation, or set excitation_harmonics: 0)")
+            try:
+                student.pitch.load_state_dict(tp.state_dict())
+            except RuntimeError:
+                raise ConfigError("the student's pitch predictor (pitch_channels, pitch_layers) "
+                                  "differs from the teacher's: give it the teacher's sizes") from None
+            log.info("student: pitch predictor copied from the teacher")
+        if student.source is not None and self.stats_path is not None:
+            from vocoflow.audio.stats import Stats
+
+            stats = Stats.load(self.stats_path)
+            student.source.set_mel_statistics(stats.mean, stats.scale)
         self.objective(student)  # check the loss settings against this student now
         return student
 
@@ -91,14 +109,17 @@ class DistillTask(VocoderTask):
             self.teacher.to(ref.device)
 
     def loss(self, model, batch, indices, step):
-        audio, mel = batch[:2]  # a dump with F0 adds a third element the student does not use
+        audio, mel = batch[:2]
+        # a dump with F0 adds a third element: the tracked F0, for students and teachers with an
+        # excitation (the others ignore it)
+        f0 = batch[2] if len(batch) > 2 else None
         self._teacher_to(mel)
         obj = self.objective(model)
         noise = self._item_noise(indices, step, audio.shape[-1]).to(mel)
         fwd = None
         if self.loss_cfg.direction == "forward":
             fwd = self._item_noise(indices, step, audio.shape[-1], salt=1).to(mel)
-        return obj(model, audio, mel, noise, fwd)
+        return obj(model, audio, mel, noise, fwd, f0=f0)
 
     def validate(self, model):
         items = self._dev_items()
@@ -107,13 +128,13 @@ class DistillTask(VocoderTask):
         self._teacher_to(next(model.parameters()))
         obj = self.objective(model)
         sums: dict[str, float] = {}
-        for j, (_, audio, mel, *_) in enumerate(items):
+        for j, (_, audio, mel, f0) in enumerate(items):
             g = torch.Generator().manual_seed(self.seed * 7919 + j)
             noise = torch.randn(1, audio.shape[-1], generator=g)
             fwd = torch.randn(1, audio.shape[-1], generator=g)
             dev = next(model.parameters()).device
             _, metrics = obj(model, audio[None].to(dev), mel[None].to(dev), noise.to(dev),
-                             fwd.to(dev))
+                             fwd.to(dev), f0=None if f0 is None else f0[None].to(dev))
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v / len(items)
         return sums

@@ -49,6 +49,10 @@ def config_from_dict(cls, data: dict, type_name: str, features=None):
                     raise ValueError(f"model {key}={data[key]} disagrees with the features' "
                                      f"{key}={f[key]}")
                 data[key] = f[key]
+    if ("source_features" in known and data.get("source") == "mel"
+            and data.get("source_features") is None and features is not None):
+        # a model whose mean is the mel source keeps the whole front end
+        data["source_features"] = features if isinstance(features, dict) else features.to_dict()
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")

@@ -131,6 +131,9 @@ def export_problem(model: nn.Module, fmt: str) -> str | None:
                     f"transform (inverse CDF) is a bisection with data-dependent stopping")
         return None
     if isinstance(model, IAFStudent):
+        if model.config.source != "none":
+            return ("a student with source: mel cannot be exported: its mel source synthesises "
+                    "with complex STFTs and overlap-add, which the export does not reproduce")
         if fmt == "onnx" and model.config.noise == "logistic":
             return ("a student with logistic noise cannot be exported to ONNX (its noise transform "
                     "needs the normal log-CDF, which ONNX lacks); export it to torchscript")

@@ -254,3 +254,102 @@ class MelSource(nn.Module):
             gain = torch.matmul(self.spread, ratio)  # band gains spread onto the bins
             x = self._istft(self._stft(x, frames) * gain, frames)
         return x.to(out_dtype)
+
+
+# -- source-filter conditioning shared by the flow vocoders (WaveGlow, IAF students) ----------
+def excitation_channels(cfg) -> int:
+    """Excitation channels of a config with the source-filter fields: harmonics + the voicing
+    flag (+ the source signal with ``source: mel``); 0 without excitation."""
+    if not cfg.excitation_harmonics:
+        return 0
+    return cfg.excitation_harmonics + 1 + (cfg.source == "mel")
+
+
+def check_source_filter(cfg) -> None:
+    """Validate (and normalise in place) the source-filter fields of a model config:
+    ``excitation_harmonics``, ``sample_rate``, ``source`` (``none``/``mel``),
+    ``source_voiced_noise`` and ``source_features`` (the front end's MelConfig dict, which
+    must agree with ``n_mels``, ``hop_length`` and ``sample_rate``)."""
+    name = type(cfg).__name__
+    if cfg.source not in ("none", "mel"):
+        raise ValueError(f"source must be 'none' or 'mel', got {cfg.source!r}")
+    v = cfg.source_voiced_noise
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= float(v) <= 1:
+        raise ValueError(f"{name}.source_voiced_noise must be in [0, 1], got {v!r}")
+    cfg.source_voiced_noise = float(v)
+    if cfg.source == "mel":
+        if not cfg.excitation_harmonics:
+            raise ValueError("source: mel needs F0, i.e. excitation_harmonics > 0")
+        if not isinstance(cfg.source_features, dict):
+            raise ValueError("source: mel needs source_features (the front end's MelConfig "
+                             "as a dict; from_dict fills it from the features)")
+        fe = MelConfig.from_dict(cfg.source_features)
+        if (fe.n_mels, fe.hop_length, fe.sample_rate) != (cfg.n_mels, cfg.hop_length, cfg.sample_rate):
+            raise ValueError("source_features disagree with the model's n_mels, hop_length or "
+                             "sample_rate")
+        cfg.source_features = fe.to_dict()
+
+
+class SourceFilterMixin:
+    """F0-driven conditioning for a mel vocoder whose config has the source-filter fields
+    (``excitation_harmonics``, ``pitch_channels``, ``pitch_layers``, ``sample_rate``,
+    ``source``, ``source_harmonics``, ``source_voiced_noise``, ``source_refine``,
+    ``source_features``): builds ``excitation`` (:class:`~vocoflow.nets.excitation.
+    HarmonicExcitation`), ``pitch`` (:class:`~vocoflow.nets.pitch.PitchPredictor`) and
+    ``source`` (:class:`MelSource`, the model's mean), each ``None`` when off."""
+
+    def _build_source_filter(self, cfg) -> None:
+        from vocoflow.nets.excitation import HarmonicExcitation
+        from vocoflow.nets.pitch import PitchPredictor
+
+        self.excitation = self.pitch = self.source = None
+        if cfg.excitation_harmonics:
+            self.excitation = HarmonicExcitation(cfg.sample_rate, cfg.hop_length,
+                                                 cfg.excitation_harmonics)
+            self.pitch = PitchPredictor(cfg.n_mels, cfg.pitch_channels, cfg.pitch_layers)
+        if cfg.source == "mel":
+            self.source = MelSource(cfg.source_features, max_harmonics=cfg.source_harmonics,
+                                    voiced_noise=cfg.source_voiced_noise, refine=cfg.source_refine)
+
+    @property
+    def uses_excitation(self) -> bool:
+        return self.excitation is not None
+
+    def predict_f0(self, mel: torch.Tensor) -> torch.Tensor:
+        """F0 in Hz ``(B, frames)`` (``0`` = unvoiced) predicted from the mel by the model's
+        pitch predictor (only models with an excitation)."""
+        if self.pitch is None:
+            raise ValueError(f"this {type(self).__name__} has no excitation, hence no pitch predictor")
+        if mel.dim() == 2:
+            mel = mel[None]
+        return self.pitch.predict_f0(mel)
+
+    def make_excitation(self, mel: torch.Tensor, f0: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The sample-rate excitation ``(B, C, frames * hop)`` for ``mel`` from ``f0``
+        ``(B, frames)`` in Hz, or from the predicted F0 when ``f0`` is None; with ``source:
+        mel`` its last channel is the mel source. ``None`` for a model without excitation (then
+        ``f0`` must be None or is ignored)."""
+        if self.excitation is None:
+            return None
+        if f0 is None:
+            f0 = self.predict_f0(mel)
+        f0 = torch.as_tensor(f0, device=mel.device)
+        if f0.dim() == 1:
+            f0 = f0[None]
+        if f0.dim() != 2 or f0.shape[0] != mel.shape[0] or f0.shape[1] != mel.shape[-1]:
+            raise ValueError(f"f0 must be (B, frames) = {(mel.shape[0], mel.shape[-1])} to match "
+                             f"the mel, got {tuple(f0.shape)}")
+        # at least float32: a float16 sample position or F0 would detune the harmonics
+        dtype = torch.float64 if mel.dtype == torch.float64 else torch.float32
+        exc = self.excitation(f0.to(dtype))
+        if self.source is not None:
+            with torch.no_grad():  # parameter-free: a function of the conditioning only
+                src = self.source(mel.detach(), f0.detach(), normalized=True)
+            exc = torch.cat([exc, src[:, None].to(exc.dtype)], dim=1)
+        return exc.to(mel.dtype)
+
+    def _source_of(self, excitation: torch.Tensor | None) -> torch.Tensor | None:
+        """The model's mean ``(B, 1, T)`` (the source channel of the excitation), or None."""
+        if self.source is None:
+            return None
+        return excitation[:, -1:]

@@ -38,6 +38,7 @@ from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import BlockedWN
 
 from .base import MelModelConfig, MelModelMixin, resolve_config
+from .source import SourceFilterMixin, check_source_filter, excitation_channels
 
 __all__ = ["StudentConfig", "IAFStudent", "MAPS", "NOISES"]
 
@@ -57,6 +58,11 @@ class StudentConfig(MelModelConfig, type_name="iaf_student"):
     * ``noise``: base distribution, ``gaussian`` (ClariNet) or ``logistic`` (Parallel WaveNet).
     * ``init_scale``: the untrained student outputs ``init_scale * z`` (the last flow's scale
       bias is set so); 1.0 is the plain identity initialisation.
+    * Source-filter options, as in :class:`~vocoflow.vocoders.WaveGlowConfig`:
+      ``excitation_harmonics`` > 0 adds the harmonic excitation of F0 (and a pitch predictor,
+      ``pitch_channels``/``pitch_layers``, which distillation copies from the teacher) to every
+      flow's conditioning; ``source: mel`` makes the mel source the student's mean (``audio =
+      IAF(z) + source``, an exact translation), so that an untrained student synthesises it.
 
     >>> StudentConfig(flow_layers=[2, 2], map=["mixlogistic", "affine"]).n_flows
     2
@@ -74,10 +80,25 @@ class StudentConfig(MelModelConfig, type_name="iaf_student"):
     init_scale: float = 1.0
     upsample: str = "transpose"
     upsample_kernel: int | None = None
+    sample_rate: int = 22050
+    excitation_harmonics: int = 0
+    pitch_channels: int = 128
+    pitch_layers: int = 4
+    source: str = "none"
+    source_harmonics: int = 96
+    source_voiced_noise: float = 0.0
+    source_refine: int = 2
+    source_features: dict | None = None
 
     def __post_init__(self):
+        for name in ("excitation_harmonics", "source_refine"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or v is None or int(v) != v or int(v) < 0:
+                raise ValueError(f"StudentConfig.{name} must be a non-negative integer, got {v!r}")
+            setattr(self, name, int(v))
         for name in ("n_mels", "hop_length", "channels", "kernel_size", "dilation_cycle",
-                     "mix_components"):
+                     "mix_components", "sample_rate", "pitch_channels", "pitch_layers",
+                     "source_harmonics"):
             v = getattr(self, name)
             if isinstance(v, bool) or v is None or int(v) != v or int(v) < 1:
                 raise ValueError(f"StudentConfig.{name} must be a positive integer, got {v!r}")
@@ -106,6 +127,11 @@ class StudentConfig(MelModelConfig, type_name="iaf_student"):
             raise ValueError(f"upsample must be 'transpose' or 'repeat', got {self.upsample!r}")
         if self.upsample_kernel is not None:
             self.upsample_kernel = int(self.upsample_kernel)
+        check_source_filter(self)
+
+    @property
+    def excitation_channels(self) -> int:
+        return excitation_channels(self)
 
     @property
     def n_flows(self) -> int:
@@ -152,7 +178,7 @@ def _scale_bias(m: ElementwiseMap, log_s: float):
     return None
 
 
-class IAFStudent(MelModelMixin, nn.Module):
+class IAFStudent(SourceFilterMixin, MelModelMixin, nn.Module):
     """A Parallel WaveNet / ClariNet student (van den Oord et al., 2018, "Parallel WaveNet";
     Ping et al., 2019, "ClariNet"): noise to audio through a stack of mel-conditioned IAFs.
 
@@ -184,9 +210,10 @@ class IAFStudent(MelModelMixin, nn.Module):
         super().__init__()
         self.config = cfg = resolve_config(StudentConfig, config, overrides)
         self.upsample = MelUpsampler(cfg.n_mels, cfg.hop_length, cfg.upsample, cfg.upsample_kernel)
+        self._build_source_filter(cfg)
         self.flows = nn.ModuleList(
             IAF(1, map=self._make_map(), conditioner=self._wn_factory(layers),
-                cond_channels=cfg.n_mels)
+                cond_channels=cfg.n_mels + cfg.excitation_channels)
             for layers in cfg.flow_layers)
         self.base = Normal() if cfg.noise == "gaussian" else Logistic()
         if cfg.init_scale != 1.0:
@@ -245,6 +272,26 @@ class IAFStudent(MelModelMixin, nn.Module):
         return math.ceil(self.receptive_field / self.hop_length) + max(self.upsample.context_frames)
 
     # -- the model ----------------------------------------------------------------------------
+    def condition(self, mel: torch.Tensor, excitation: torch.Tensor | None = None) -> torch.Tensor:
+        """The upsampled mel ``(B, n_mels [+ excitation], frames * hop)``: with an excitation
+        its channels are stacked on the mel (``excitation`` ``(B, C, frames * hop)``)."""
+        up = super().condition(mel)
+        if self.excitation is None:
+            return up
+        if excitation is None:
+            raise ValueError("this student is conditioned on an excitation: give f0 or excitation")
+        want = (up.shape[0], self.config.excitation_channels, up.shape[-1])
+        if tuple(excitation.shape) != want:
+            raise ValueError(f"excitation must be {want}, got {tuple(excitation.shape)}")
+        return torch.cat([up, excitation.to(device=up.device, dtype=up.dtype)], dim=1)
+
+    def _conditioning(self, mel, f0=None, excitation=None):
+        """``(cond, source or None)`` for a pass: the excitation from ``f0`` (or the predicted F0)
+        unless given ready-made."""
+        if excitation is None and self.excitation is not None:
+            excitation = self.make_excitation(mel, f0)
+        return self.condition(mel, excitation), self._source_of(excitation)
+
     def base_noise(self, noise: torch.Tensor) -> torch.Tensor:
         """Unit-normal noise to the student's standard base noise (identity for ``gaussian``,
         ``logit(Phi(n))`` for ``logistic``: an exact quantile transform)."""
@@ -272,19 +319,21 @@ class IAFStudent(MelModelMixin, nn.Module):
         return noise.to(device=mel.device, dtype=mel.dtype)
 
     def forward(self, noise: torch.Tensor | None, mel: torch.Tensor, sigma: float = 1.0,
-                data: torch.Tensor | None = None) -> dict:
+                data: torch.Tensor | None = None, f0: torch.Tensor | None = None) -> dict:
         """The sampling pass with its exact density (see the class docstring).
 
         With ``data`` (audio ``(B, T)``) it instead returns ``{"log_prob": log q(data | mel)}``
         (:meth:`log_prob`; sequential), so that a DDP-wrapped student can be trained on outside
-        samples (forward KL) through its ``forward``."""
+        samples (forward KL) through its ``forward``. A student with an excitation takes ``f0``
+        ``(B, frames)`` in Hz (default: its predicted F0); with ``source: mel`` the source is
+        added to the audio and to ``mu``."""
         if data is not None:
-            return {"log_prob": self.log_prob(data, mel, sigma)}
+            return {"log_prob": self.log_prob(data, mel, sigma, f0=f0)}
         if noise is None:
             raise ValueError("the sampling pass needs noise (B, T)")
         noise = self._noise(mel, noise, None)
         z = self.base_noise(noise) * sigma
-        cond = self.condition(mel)
+        cond, src = self._conditioning(mel, f0)
         x = z[:, None]
         logdet = torch.zeros_like(x)
         affine = self.is_affine
@@ -297,6 +346,10 @@ class IAFStudent(MelModelMixin, nn.Module):
                 # x_new = x * s + t, so (mu, s) of the whole stack compose the same way
                 t = params[:, 1:2] if isinstance(flow.map, AffineMap) else params
                 mu = mu * torch.exp(ld) + t
+        if src is not None:  # a translation: log q is unchanged
+            x = x + src.to(x.dtype)
+            if affine:
+                mu = mu + src.to(mu.dtype)
         out = {"audio": x[:, 0], "z": z, "logdet": logdet[:, 0],
                "log_q": self._base_logpdf(z, sigma) - logdet[:, 0]}
         if affine:
@@ -305,23 +358,30 @@ class IAFStudent(MelModelMixin, nn.Module):
         return out
 
     def infer(self, mel: torch.Tensor, sigma: float = 1.0, noise: torch.Tensor | None = None,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-        """Synthesise ``(B, frames * hop)`` from ``mel (B, n_mels, frames)`` in one pass."""
+              generator: torch.Generator | None = None, f0: torch.Tensor | None = None,
+              excitation: torch.Tensor | None = None) -> torch.Tensor:
+        """Synthesise ``(B, frames * hop)`` from ``mel (B, n_mels, frames)`` in one pass (a
+        student with an excitation: from ``f0`` or the predicted F0, or a ready ``excitation``)."""
         if mel.dim() == 2:
             mel = mel[None]
         z = self.base_noise(self._noise(mel, noise, generator)) * sigma
-        cond = self.condition(mel)
+        cond, src = self._conditioning(mel, f0, excitation)
         x = z[:, None]
         for flow in self.flows:
             x, _ = flow.inverse(x, cond)
+        if src is not None:
+            x = x + src.to(x.dtype)
         return x[:, 0]
 
-    def log_prob(self, audio: torch.Tensor, mel: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    def log_prob(self, audio: torch.Tensor, mel: torch.Tensor, sigma: float = 1.0,
+                 f0: torch.Tensor | None = None) -> torch.Tensor:
         """``log q(audio | mel)``, ``(B,)``, by inverting every IAF (sequential and slow)."""
         if audio.dim() == 2:
             audio = audio[:, None]
-        cond = self.condition(mel)
+        cond, src = self._conditioning(mel, f0)
         x, total = audio.to(mel.dtype), audio.new_zeros(audio.shape[0], dtype=mel.dtype)
+        if src is not None:
+            x = x - src.to(x.dtype)
         for flow in reversed(self.flows):
             x, ld = flow(x, cond)
             total = total + ld

@@ -36,13 +36,11 @@ from vocoflow.flows import (
     build_base,
     gaussian_log_prob,
 )
-from vocoflow.nets.excitation import HarmonicExcitation
-from vocoflow.nets.pitch import PitchPredictor
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
 from .base import MelModelConfig, MelModelMixin, config_from_dict, resolve_config
-from .source import MelSource
+from .source import SourceFilterMixin, check_source_filter, excitation_channels
 
 __all__ = ["WaveGlowConfig", "WaveGlow", "COUPLINGS", "bf16_conditioners"]
 
@@ -162,25 +160,7 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
         if self.prior not in ("none", "mel"):
             raise ValueError(f"prior must be 'none' or 'mel', got {self.prior!r}")
         self.learn_df = bool(self.learn_df)
-        if self.source not in ("none", "mel"):
-            raise ValueError(f"source must be 'none' or 'mel', got {self.source!r}")
-        if isinstance(self.source_voiced_noise, bool) or not 0 <= float(self.source_voiced_noise) <= 1:
-            raise ValueError(f"WaveGlowConfig.source_voiced_noise must be in [0, 1], got "
-                             f"{self.source_voiced_noise!r}")
-        self.source_voiced_noise = float(self.source_voiced_noise)
-        if self.source == "mel":
-            if not self.excitation_harmonics:
-                raise ValueError("source: mel needs F0, i.e. excitation_harmonics > 0")
-            if not isinstance(self.source_features, dict):
-                raise ValueError("source: mel needs source_features (the front end's MelConfig "
-                                 "as a dict; from_dict fills it from the features)")
-            from vocoflow.audio.mel import MelConfig
-
-            fe = MelConfig.from_dict(self.source_features)
-            if fe.n_mels != self.n_mels or fe.hop_length != self.hop_length or fe.sample_rate != self.sample_rate:
-                raise ValueError("source_features disagree with the model's n_mels, hop_length or "
-                                 "sample_rate")
-            self.source_features = fe.to_dict()
+        check_source_filter(self)
         if self.base_df is not None:
             if isinstance(self.base_df, bool) or not isinstance(self.base_df, (int, float)):
                 raise ValueError(f"WaveGlowConfig.base_df must be a number > 0, got {self.base_df!r}")
@@ -226,10 +206,7 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
 
     @property
     def excitation_channels(self) -> int:
-        """Harmonics + the voicing flag (+ the source signal with ``source: mel``)."""
-        if not self.excitation_harmonics:
-            return 0
-        return self.excitation_harmonics + 1 + (self.source == "mel")
+        return excitation_channels(self)
 
     @property
     def squeezed_cond_channels(self) -> int:
@@ -250,13 +227,10 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
         """Build from a dict (``type: waveglow`` allowed and ignored). ``features`` (a
         :class:`~vocoflow.audio.MelConfig` or dict) supplies ``n_mels``/``hop_length`` when absent
         and must agree with them when present."""
-        data = dict(data)
-        if data.get("source") == "mel" and data.get("source_features") is None and features is not None:
-            data["source_features"] = features if isinstance(features, dict) else features.to_dict()
         return config_from_dict(cls, data, "waveglow", features)
 
 
-class WaveGlow(MelModelMixin, nn.Module):
+class WaveGlow(SourceFilterMixin, MelModelMixin, nn.Module):
     """WaveGlow (Prenger, Valle & Catanzaro, 2019, "WaveGlow: A Flow-based Generative Network
     for Speech Synthesis"): Glow-style invertible 1x1 convolutions and WaveNet-conditioned
     couplings over groups of ``n_group`` samples, with early outputs.
@@ -284,14 +258,8 @@ class WaveGlow(MelModelMixin, nn.Module):
         self.config = cfg = resolve_config(WaveGlowConfig, config, overrides)
         self.upsample = MelUpsampler(cfg.n_mels, cfg.hop_length, cfg.upsample, cfg.upsample_kernel,
                                      crop=cfg.upsample_crop)
-        self.excitation = self.pitch = self.cond_proj = self.prior_net = self.source = None
-        if cfg.excitation_harmonics:
-            self.excitation = HarmonicExcitation(cfg.sample_rate, cfg.hop_length,
-                                                 cfg.excitation_harmonics)
-            self.pitch = PitchPredictor(cfg.n_mels, cfg.pitch_channels, cfg.pitch_layers)
-        if cfg.source == "mel":
-            self.source = MelSource(cfg.source_features, max_harmonics=cfg.source_harmonics,
-                                    voiced_noise=cfg.source_voiced_noise, refine=cfg.source_refine)
+        self.cond_proj = self.prior_net = None
+        self._build_source_filter(cfg)
         if cfg.cond_proj:
             self.cond_proj = nn.Conv1d(cfg.squeezed_cond_channels, cfg.cond_proj, 1)
         if cfg.prior == "mel":
@@ -414,48 +382,6 @@ class WaveGlow(MelModelMixin, nn.Module):
         if audio.dim() != 2:
             raise ValueError(f"audio must be (B, T) or (B, 1, T), got {tuple(audio.shape)}")
         return audio[:, None]
-
-    @property
-    def uses_excitation(self) -> bool:
-        return self.excitation is not None
-
-    def predict_f0(self, mel: torch.Tensor) -> torch.Tensor:
-        """F0 in Hz ``(B, frames)`` (``0`` = unvoiced) predicted from the mel by the model's
-        :class:`~vocoflow.nets.pitch.PitchPredictor` (only models with an excitation)."""
-        if self.pitch is None:
-            raise ValueError("this WaveGlow has no excitation, hence no pitch predictor")
-        if mel.dim() == 2:
-            mel = mel[None]
-        return self.pitch.predict_f0(mel)
-
-    def make_excitation(self, mel: torch.Tensor, f0: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The sample-rate excitation ``(B, C, frames * hop)`` for ``mel`` from ``f0``
-        ``(B, frames)`` in Hz, or from the predicted F0 when ``f0`` is None; ``None`` for a
-        model without excitation (then ``f0`` must be None or is ignored)."""
-        if self.excitation is None:
-            return None
-        if f0 is None:
-            f0 = self.predict_f0(mel)
-        f0 = torch.as_tensor(f0, device=mel.device)
-        if f0.dim() == 1:
-            f0 = f0[None]
-        if f0.dim() != 2 or f0.shape[0] != mel.shape[0] or f0.shape[1] != mel.shape[-1]:
-            raise ValueError(f"f0 must be (B, frames) = {(mel.shape[0], mel.shape[-1])} to match "
-                             f"the mel, got {tuple(f0.shape)}")
-        # at least float32: a float16 sample position or F0 would detune the harmonics
-        dtype = torch.float64 if mel.dtype == torch.float64 else torch.float32
-        exc = self.excitation(f0.to(dtype))
-        if self.source is not None:
-            with torch.no_grad():  # parameter-free: a function of the conditioning only
-                src = self.source(mel.detach(), f0.detach(), normalized=True)
-            exc = torch.cat([exc, src[:, None].to(exc.dtype)], dim=1)
-        return exc.to(mel.dtype)
-
-    def _source_of(self, excitation: torch.Tensor | None) -> torch.Tensor | None:
-        """The flow's mean ``(B, 1, T)`` (the source channel of the excitation), or None."""
-        if self.source is None:
-            return None
-        return excitation[:, -1:]
 
     def condition(self, mel: torch.Tensor, excitation: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, n_mels, frames) -> (B, cond_channels, frames * hop / n_group)``: the mel

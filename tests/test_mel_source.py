@@ -262,7 +262,6 @@ def test_untrained_student_synthesises_its_source_and_chunks_join():
 # --------------------------------------------------------------------- the pitch pre-fit
 def test_pitch_prefit_learns_the_tracked_f0_and_is_skipped_on_resume(tmp_path):
     from data_fixtures import make_tone_dumps
-
     from vocoflow.audio.pitch import PitchConfig
     from vocoflow.train.vocoder_task import VocoderTask
 

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["HarmonicExcitation", "fill_unvoiced", "upsample_f0"]
+__all__ = ["HarmonicExcitation", "cumulative_phase", "fill_unvoiced", "frame_interpolation",
+           "upsample_f0"]
 
 
 def _last_index(mask: torch.Tensor) -> torch.Tensor:
@@ -71,6 +72,32 @@ def fill_unvoiced(f0: torch.Tensor) -> torch.Tensor:
     return torch.where(voiced, f0, torch.where(last >= 0, prev_val, next_val))
 
 
+def frame_interpolation(frames: int, hop_length: int, device=None, dtype=torch.float32):
+    """``(lo, hi, w)`` of linear interpolation from frame centres ``(t + 0.5) * hop`` to the
+    ``frames * hop`` samples (edges held): sample ``n`` of a frame-rate ``x`` is
+    ``x[..., lo[n]] * (1 - w[n]) + x[..., hi[n]] * w[n]``.
+
+    >>> lo, hi, w = frame_interpolation(2, 4)
+    >>> lo.tolist(), hi.tolist(), w.tolist()
+    ([0, 0, 0, 0, 0, 0, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1], [0.0, 0.0, 0.125, 0.375, 0.625, 0.875, 0.0, 0.0])
+    """
+    hop = int(hop_length)
+    pos = (torch.arange(frames * hop, device=device, dtype=dtype) + 0.5) / hop - 0.5
+    pos = pos.clamp(0, frames - 1)
+    lo = pos.floor().long().clamp(max=frames - 1)
+    hi = (lo + 1).clamp(max=frames - 1)
+    return lo, hi, pos - lo.to(pos.dtype)
+
+
+def cumulative_phase(f0_samples: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Cumulative phase ``(B, T)`` in radians of a sample-rate F0 track, wrapped to ``[0, 2 pi)``
+    per cycle count in float64 (so that minutes of audio keep sample-accurate phase); the phase
+    of sample ``n`` is that reached *before* it advances (sample 0 has phase 0)."""
+    cycles = torch.cumsum(f0_samples.double() / sample_rate, dim=1)
+    cycles = F.pad(cycles[:, :-1], (1, 0))
+    return 2 * math.pi * torch.remainder(cycles, 1.0)
+
+
 def upsample_f0(f0: torch.Tensor, hop_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame-rate F0 ``(B, frames)`` (Hz, ``0`` = unvoiced) to the sample rate.
 
@@ -95,12 +122,7 @@ def upsample_f0(f0: torch.Tensor, hop_length: int) -> tuple[torch.Tensor, torch.
     # fill unvoiced frames with the nearest voiced value so that interpolation at the edges of a
     # voiced stretch does not pull towards 0 (they are masked out afterwards anyway)
     filled = fill_unvoiced(f0)
-    # linear interpolation between frame centres (edges held)
-    pos = (torch.arange(frames * hop, device=f0.device, dtype=f0.dtype) + 0.5) / hop - 0.5
-    pos = pos.clamp(0, frames - 1)
-    lo = pos.floor().long().clamp(max=frames - 1)
-    hi = (lo + 1).clamp(max=frames - 1)
-    w = (pos - lo.to(pos.dtype))[None]
+    lo, hi, w = frame_interpolation(frames, hop, f0.device, f0.dtype)
     f = filled[:, lo] * (1 - w) + filled[:, hi] * w
     v = voiced.repeat_interleave(hop, dim=1)
     return f * v, v.to(f0.dtype)
@@ -134,12 +156,8 @@ class HarmonicExcitation(nn.Module):
         return f"sr={self.sample_rate}, hop={self.hop_length}, n_harmonics={self.n_harmonics}"
 
     def phase(self, f0_samples: torch.Tensor) -> torch.Tensor:
-        """Cumulative phase ``(B, T)`` in radians, wrapped to ``[0, 2 pi)`` per cycle count in
-        float64 (so that minutes of audio keep sample-accurate phase)."""
-        cycles = torch.cumsum(f0_samples.double() / self.sample_rate, dim=1)
-        # the phase of sample n is that reached *before* it advances: start at 0
-        cycles = F.pad(cycles[:, :-1], (1, 0))
-        return 2 * math.pi * torch.remainder(cycles, 1.0)
+        """Cumulative phase ``(B, T)`` in radians (:func:`cumulative_phase`)."""
+        return cumulative_phase(f0_samples, self.sample_rate)
 
     def forward(self, f0: torch.Tensor) -> torch.Tensor:
         if f0.dim() == 1:

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vocoflow.audio.mel import MelConfig, MelSpectrogram
-from vocoflow.nets.excitation import fill_unvoiced, upsample_f0
+from vocoflow.nets.excitation import cumulative_phase, fill_unvoiced, frame_interpolation, upsample_f0
 
 __all__ = ["MelSource"]
 
@@ -201,20 +201,12 @@ class MelSource(nn.Module):
         ok = (k[None, :, None] * filled[:, None, :] < nyq).to(env.dtype)
         amp = amp * ok * (voiced * has)[:, None, :]
         # amplitudes from frame centres to samples (linear), phase from the filled F0 track
-        pos = (torch.arange(frames * hop, device=env.device, dtype=env.dtype) + 0.5) / hop - 0.5
-        pos = pos.clamp(0, frames - 1)
-        lo = pos.floor().long().clamp(max=frames - 1)
-        hi = (lo + 1).clamp(max=frames - 1)
-        w = pos - lo.to(pos.dtype)
-        f_samples, _ = upsample_f0(filled, hop)
-        cycles = torch.cumsum(f_samples.double() / c.sample_rate, dim=1)
-        phi = 2 * math.pi * torch.remainder(F.pad(cycles[:, :-1], (1, 0)), 1.0)
+        lo, hi, w = frame_interpolation(frames, hop, env.device, env.dtype)
+        phi = cumulative_phase(upsample_f0(filled, hop)[0], c.sample_rate)
         out = torch.zeros(b, frames * hop, dtype=env.dtype, device=env.device)
         for h in range(self.max_harmonics):  # one harmonic at a time: memory O(T)
             a = amp[:, h]
-            # skip harmonics silent everywhere (above Nyquist for every F0), but not while
-            # tracing for export, where the graph must hold every harmonic
-            if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export() and not bool((a > 0).any()):
+            if not bool((a > 0).any()):  # silent everywhere (above Nyquist for every F0)
                 continue
             a_s = a[:, lo] * (1 - w) + a[:, hi] * w
             out = out + a_s * torch.sin(torch.remainder((h + 1) * phi, 2 * math.pi)).to(env.dtype)
@@ -246,8 +238,9 @@ class MelSource(nn.Module):
         frames = mel.shape[-1]
         env = self.envelope(mel)
         x = self.harmonics(env, f0) + self.noise(env, f0)
+        target = self._linear(mel)
         for _ in range(self.refine):
-            ratio = self._linear(mel) / self._linear(self._mel_of(x, frames)).clamp_min(1e-12)
+            ratio = target / self._linear(self._mel_of(x, frames)).clamp_min(1e-12)
             if self.features.power == 2:
                 ratio = ratio.sqrt()
             ratio = ratio.clamp(1.0 / self.max_gain, self.max_gain)

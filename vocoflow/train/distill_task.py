@@ -71,11 +71,7 @@ class DistillTask(VocoderTask):
                 raise ConfigError("the student's pitch predictor (pitch_channels, pitch_layers) "
                                   "differs from the teacher's: give it the teacher's sizes") from None
             log.info("student: pitch predictor copied from the teacher")
-        if student.source is not None and self.stats_path is not None:
-            from vocoflow.audio.stats import Stats
-
-            stats = Stats.load(self.stats_path)
-            student.source.set_mel_statistics(stats.mean, stats.scale)
+        self.give_source_statistics(student)
         self.objective(student)  # check the loss settings against this student now
         return student
 

@@ -33,6 +33,30 @@ def build_vocoder_model(config: dict, features: MelConfig):
     return build({**config, "features": features})
 
 
+class PitchScore:
+    """Predicted against tracked F0 over utterances: the V/UV error rate over all frames and
+    the F0 RMSE (Hz) over the frames voiced in both."""
+
+    def __init__(self):
+        self.frames = self.voiced = 0
+        self.vuv_errors = self.sq_err = 0.0
+
+    def add(self, pred: torch.Tensor, f0: torch.Tensor) -> None:
+        self.vuv_errors += float(((pred > 0) != (f0 > 0)).sum())
+        both = (pred > 0) & (f0 > 0)
+        self.sq_err += float(((pred[both] - f0[both]) ** 2).sum())
+        self.voiced += int(both.sum())
+        self.frames += f0.numel()
+
+    @property
+    def vuv_err(self) -> float:
+        return self.vuv_errors / max(self.frames, 1)
+
+    @property
+    def f0_rmse_hz(self) -> float:
+        return (self.sq_err / max(self.voiced, 1)) ** 0.5
+
+
 class VocoderTask:
     """Fit ``p(audio | mel)`` by maximum likelihood on random aligned segments.
 
@@ -135,12 +159,7 @@ class VocoderTask:
                 stats = self.prefit_pitch(model)
                 log.info("pitch predictor pre-fitted for %d steps: %s", self.pitch_prefit_steps,
                          ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
-        if getattr(model, "source", None) is not None and self.stats_path is not None:
-            from vocoflow.audio.stats import Stats
-
-            stats = Stats.load(self.stats_path)
-            model.source.set_mel_statistics(stats.mean, stats.scale)
-            log.info("mel source: un-normalises the features with %s", self.stats_path)
+        self.give_source_statistics(model)
         if getattr(model, "prior_net", None) is not None and self.prior_init_utterances > 0:
             rmse, n = self.fit_prior(model)
             log.info("mel prior fitted to the frame energy of %d frames (NLL %.3f nats/sample "
@@ -191,6 +210,16 @@ class VocoderTask:
             model.prior_net.weight.copy_(w.detach().reshape(model.prior_net.weight.shape))
             model.prior_net.bias.copy_(b.detach().reshape(1))
         return start - end, len(x)
+
+    def give_source_statistics(self, model) -> None:
+        """A model with ``source: mel`` trained on normalised features gets their statistics
+        (its source un-normalises the mel with them)."""
+        if getattr(model, "source", None) is not None and self.stats_path is not None:
+            from vocoflow.audio.stats import Stats
+
+            stats = Stats.load(self.stats_path)
+            model.source.set_mel_statistics(stats.mean, stats.scale)
+            log.info("mel source: un-normalises the features with %s", self.stats_path)
 
     def _pitch_tracks(self, ds):
         """``[(mel (n_mels, frames) float32, f0 (frames,))]`` of every utterance of ``ds``."""
@@ -248,16 +277,11 @@ class VocoderTask:
         from vocoflow.audio.dataset import AudioMelDataset
 
         ds = AudioMelDataset(self.dev_dump, segment_length=None, seed=self.seed)
-        err = frames = sq = both = 0.0
+        score = PitchScore()
         with torch.no_grad():
             for mel, f0 in self._pitch_tracks(ds):
-                pred = pitch.predict_f0(mel[None])[0]
-                err += float(((pred > 0) != (f0 > 0)).sum())
-                frames += f0.numel()
-                m = (pred > 0) & (f0 > 0)
-                sq += float((pred[m] - f0[m]).pow(2).sum())
-                both += float(m.sum())
-        return {"dev_vuv_err": err / max(frames, 1), "dev_f0_rmse_hz": (sq / max(both, 1)) ** 0.5}
+                score.add(pitch.predict_f0(mel[None])[0], f0)
+        return {"dev_vuv_err": score.vuv_err, "dev_f0_rmse_hz": score.f0_rmse_hz}
 
     def lf0_statistics(self):
         """``(mean, std, n)`` of log-F0 over the voiced frames of the training dump."""
@@ -377,23 +401,18 @@ class VocoderTask:
         if not items:
             return {}
         total, samples = 0.0, 0
-        vuv_err, f0_err, voiced, frames = 0.0, 0.0, 0, 0
+        score = PitchScore()
         for _, audio, mel, f0 in items:
             kw = self._f0_kwargs(None if f0 is None else f0[None])
             nll = self.nll_terms(model, audio[None], mel[None], **kw)
             total += float(nll.detach().sum()) * audio.shape[-1]
             samples += audio.shape[-1]
             if self.uses_f0 and f0 is not None:  # the pitch predictor against the tracker
-                pred = model.predict_f0(mel[None])[0]
-                vuv_err += float(((pred > 0) != (f0 > 0)).sum())
-                both = (pred > 0) & (f0 > 0)
-                f0_err += float(((pred[both] - f0[both]) ** 2).sum())
-                voiced += int(both.sum())
-                frames += f0.numel()
+                score.add(model.predict_f0(mel[None])[0], f0)
         out = {"nll": total / samples}
-        if frames:
-            out["pitch_vuv_err"] = vuv_err / frames
-            out["pitch_f0_rmse_hz"] = (f0_err / max(voiced, 1)) ** 0.5
+        if score.frames:
+            out["pitch_vuv_err"] = score.vuv_err
+            out["pitch_f0_rmse_hz"] = score.f0_rmse_hz
         return out
 
     def log_media(self, model, writer, step):

@@ -308,6 +308,21 @@ class SourceFilterMixin:
     def uses_excitation(self) -> bool:
         return self.excitation is not None
 
+    def condition(self, mel: torch.Tensor, excitation: torch.Tensor | None = None) -> torch.Tensor:
+        """The upsampled mel ``(B, n_mels [+ excitation channels], frames * hop)``: a model with
+        an excitation stacks it (``(B, C, frames * hop)``, from :meth:`make_excitation`) on
+        the mel."""
+        up = super().condition(mel)
+        if self.excitation is None:
+            return up
+        if excitation is None:
+            raise ValueError(f"this {type(self).__name__} is conditioned on an excitation: give "
+                             "f0 or excitation")
+        want = (up.shape[0], self.config.excitation_channels, up.shape[-1])
+        if tuple(excitation.shape) != want:
+            raise ValueError(f"excitation must be {want}, got {tuple(excitation.shape)}")
+        return torch.cat([up, excitation.to(device=up.device, dtype=up.dtype)], dim=1)
+
     def predict_f0(self, mel: torch.Tensor) -> torch.Tensor:
         """F0 in Hz ``(B, frames)`` (``0`` = unvoiced) predicted from the mel by the model's
         pitch predictor (only models with an excitation)."""

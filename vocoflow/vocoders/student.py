@@ -272,19 +272,6 @@ class IAFStudent(SourceFilterMixin, MelModelMixin, nn.Module):
         return math.ceil(self.receptive_field / self.hop_length) + max(self.upsample.context_frames)
 
     # -- the model ----------------------------------------------------------------------------
-    def condition(self, mel: torch.Tensor, excitation: torch.Tensor | None = None) -> torch.Tensor:
-        """The upsampled mel ``(B, n_mels [+ excitation], frames * hop)``: with an excitation
-        its channels are stacked on the mel (``excitation`` ``(B, C, frames * hop)``)."""
-        up = super().condition(mel)
-        if self.excitation is None:
-            return up
-        if excitation is None:
-            raise ValueError("this student is conditioned on an excitation: give f0 or excitation")
-        want = (up.shape[0], self.config.excitation_channels, up.shape[-1])
-        if tuple(excitation.shape) != want:
-            raise ValueError(f"excitation must be {want}, got {tuple(excitation.shape)}")
-        return torch.cat([up, excitation.to(device=up.device, dtype=up.dtype)], dim=1)
-
     def _conditioning(self, mel, f0=None, excitation=None):
         """``(cond, source or None)`` for a pass: the excitation from ``f0`` (or the predicted F0)
         unless given ready-made."""

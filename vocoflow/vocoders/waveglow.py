@@ -387,14 +387,7 @@ class WaveGlow(SourceFilterMixin, MelModelMixin, nn.Module):
         """``(B, n_mels, frames) -> (B, cond_channels, frames * hop / n_group)``: the mel
         upsampled to the sample rate, with the excitation stacked on it (models with one),
         squeezed like the audio and, with ``cond_proj``, projected."""
-        up = super().condition(mel)
-        if self.excitation is not None:
-            if excitation is None:
-                raise ValueError("this WaveGlow is conditioned on an excitation: give f0 or excitation")
-            want = (up.shape[0], self.config.excitation_channels, up.shape[-1])
-            if tuple(excitation.shape) != want:
-                raise ValueError(f"excitation must be {want}, got {tuple(excitation.shape)}")
-            up = torch.cat([up, excitation.to(device=up.device, dtype=up.dtype)], dim=1)
+        up = super().condition(mel, excitation)
         c = Squeeze(self.config.n_group)(up)[0]
         if self.cond_proj is not None:
             c = self.cond_proj(c)

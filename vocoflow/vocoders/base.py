@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-__all__ = ["MelModelConfig", "resolve_config", "config_from_dict", "MelModelMixin"]
+__all__ = ["MelModelConfig", "resolve_config", "config_from_dict", "check_int_fields",
+           "MelModelMixin"]
 
 
 def resolve_config(cls, config=None, overrides: dict | None = None):
@@ -85,6 +86,17 @@ class MelModelConfig:
         :class:`~vocoflow.audio.MelConfig` or dict) supplies ``n_mels``/``hop_length`` when
         absent and must agree with them when present; unknown fields raise ``ValueError``."""
         return config_from_dict(cls, data, cls.type_name, features)
+
+
+def check_int_fields(cfg, names, minimum: int = 1) -> None:
+    """Each field of ``names`` of the config ``cfg`` must be an integer (not a bool or None)
+    >= ``minimum`` (1: positive, 0: non-negative); it is stored as ``int``."""
+    kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
+    for name in names:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or v is None or int(v) != v or int(v) < minimum:
+            raise ValueError(f"{type(cfg).__name__}.{name} must be a {kind} integer, got {v!r}")
+        setattr(cfg, name, int(v))
 
 
 class MelModelMixin:

@@ -37,7 +37,7 @@ from vocoflow.flows.elementwise import (
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import BlockedWN
 
-from .base import MelModelConfig, MelModelMixin, resolve_config
+from .base import MelModelConfig, MelModelMixin, check_int_fields, resolve_config
 from .source import SourceFilterMixin, check_source_filter, excitation_channels
 
 __all__ = ["StudentConfig", "IAFStudent", "MAPS", "NOISES"]
@@ -91,18 +91,10 @@ class StudentConfig(MelModelConfig, type_name="iaf_student"):
     source_features: dict | None = None
 
     def __post_init__(self):
-        for name in ("excitation_harmonics", "source_refine"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or v is None or int(v) != v or int(v) < 0:
-                raise ValueError(f"StudentConfig.{name} must be a non-negative integer, got {v!r}")
-            setattr(self, name, int(v))
-        for name in ("n_mels", "hop_length", "channels", "kernel_size", "dilation_cycle",
-                     "mix_components", "sample_rate", "pitch_channels", "pitch_layers",
-                     "source_harmonics"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or v is None or int(v) != v or int(v) < 1:
-                raise ValueError(f"StudentConfig.{name} must be a positive integer, got {v!r}")
-            setattr(self, name, int(v))
+        check_int_fields(self, ("excitation_harmonics", "source_refine"), minimum=0)
+        check_int_fields(self, ("n_mels", "hop_length", "channels", "kernel_size", "dilation_cycle",
+                                "mix_components", "sample_rate", "pitch_channels", "pitch_layers",
+                                "source_harmonics"))
         if isinstance(self.flow_layers, int) or not self.flow_layers:
             raise ValueError(f"StudentConfig.flow_layers must be a non-empty list, got "
                              f"{self.flow_layers!r}")

@@ -34,19 +34,11 @@ from vocoflow.flows.elementwise import mixlogistic_logcdf, mixlogistic_logpdf
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
-from .base import MelModelConfig, MelModelMixin, config_from_dict, resolve_config
+from .base import MelModelConfig, MelModelMixin, check_int_fields, config_from_dict, resolve_config
 
 __all__ = ["WaveNetTeacherConfig", "WaveNetTeacher", "OUTPUTS", "config_from_dict"]
 
 OUTPUTS = ("gaussian", "mixlogistic")
-
-
-def _positive_ints(obj, names):
-    for name in names:
-        v = getattr(obj, name)
-        if isinstance(v, bool) or v is None or int(v) != v or int(v) < 1:
-            raise ValueError(f"{type(obj).__name__}.{name} must be a positive integer, got {v!r}")
-        setattr(obj, name, int(v))
 
 
 @dataclass
@@ -74,7 +66,7 @@ class WaveNetTeacherConfig(MelModelConfig, type_name="wavenet_teacher"):
     upsample_kernel: int | None = None
 
     def __post_init__(self):
-        _positive_ints(self, ("n_mels", "hop_length", "n_layers", "dilation_cycle", "channels",
+        check_int_fields(self, ("n_mels", "hop_length", "n_layers", "dilation_cycle", "channels",
                               "kernel_size", "mix_components"))
         self.min_log_scale = float(self.min_log_scale)
         if self.upsample_kernel is not None:

@@ -39,7 +39,7 @@ from vocoflow.flows import (
 from vocoflow.nets.upsample import MelUpsampler
 from vocoflow.nets.wavenet import WN
 
-from .base import MelModelConfig, MelModelMixin, config_from_dict, resolve_config
+from .base import MelModelConfig, MelModelMixin, check_int_fields, config_from_dict, resolve_config
 from .source import SourceFilterMixin, check_source_filter, excitation_channels
 
 __all__ = ["WaveGlowConfig", "WaveGlow", "COUPLINGS", "bf16_conditioners"]
@@ -140,19 +140,12 @@ class WaveGlowConfig(MelModelConfig, type_name="waveglow"):
     source_features: dict | None = None
 
     def __post_init__(self):
-        for name in ("n_mels", "hop_length", "n_group", "n_flows", "wn_layers", "wn_channels",
-                     "wn_kernel_size", "mix_components", "residual_hidden", "residual_layers",
-                     "sample_rate", "pitch_channels", "pitch_layers", "source_harmonics"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or int(v) != v or int(v) < 1:
-                raise ValueError(f"WaveGlowConfig.{name} must be a positive integer, got {v!r}")
-            setattr(self, name, int(v))
-        for name in ("n_early_every", "n_early_size", "excitation_harmonics", "cond_proj",
-                     "source_refine"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or int(v) != v or int(v) < 0:
-                raise ValueError(f"WaveGlowConfig.{name} must be a non-negative integer, got {v!r}")
-            setattr(self, name, int(v))
+        check_int_fields(self, ("n_mels", "hop_length", "n_group", "n_flows", "wn_layers",
+                                "wn_channels", "wn_kernel_size", "mix_components", "residual_hidden",
+                                "residual_layers", "sample_rate", "pitch_channels", "pitch_layers",
+                                "source_harmonics"))
+        check_int_fields(self, ("n_early_every", "n_early_size", "excitation_harmonics", "cond_proj",
+                                "source_refine"), minimum=0)
         self.lu = bool(self.lu)
         self.affine_clamp = float(self.affine_clamp)
         self.residual_coeff = float(self.residual_coeff)
